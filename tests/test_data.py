@@ -1,0 +1,219 @@
+"""Tests for harness.data: offline Fashion-MNIST loading, subsets, errors and the device-resident augmentation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from harness.data import DEBIAN_FASHION_MNIST, DataError, DeviceData, fixed_subset, load_split
+
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.247, 0.243, 0.261)
+
+needs_debian_fmnist = pytest.mark.skipif(
+    not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),
+    reason="Debian package dataset-fashion-mnist is not installed",
+)
+
+
+def _synthetic(n: int = 24, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+    y = torch.arange(n) % 10
+    return x, y
+
+
+def _data(pad: int = 0, mode: str = "zeros", hflip: bool = False, n: int = 24) -> DeviceData:
+    x, y = _synthetic(n)
+    tx, ty = _synthetic(10, seed=2)
+    return DeviceData(x, y, tx, ty, MEAN, STD, crop_padding=pad, pad_mode=mode, hflip=hflip)
+
+
+def _norm(x: torch.Tensor) -> torch.Tensor:
+    m = torch.tensor(MEAN).view(1, 3, 1, 1)
+    s = torch.tensor(STD).view(1, 3, 1, 1)
+    return (x.float() / 255 - m) / s
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _window_offsets(out: torch.Tensor, padded: torch.Tensor, pad: int) -> list[tuple[int, int]]:
+    """All (dy, dx) such that ``out`` equals the 32x32 window of ``padded`` at that offset."""
+    return [
+        (dy, dx)
+        for dy in range(2 * pad + 1)
+        for dx in range(2 * pad + 1)
+        if torch.equal(out, padded[:, dy : dy + 32, dx : dx + 32])
+    ]
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+
+@pytest.fixture(scope="module")
+def fmnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("data")
+
+
+@needs_debian_fmnist
+def test_fashion_mnist_from_debian(fmnist_root: Path) -> None:
+    x, y = load_split("fashion_mnist", fmnist_root, train=True)
+    assert (fmnist_root / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").is_file()
+    assert x.shape == (60000, 3, 32, 32) and x.dtype == torch.uint8
+    assert y.shape == (60000,) and y.dtype == torch.int64
+    assert int(y.min()) == 0 and int(y.max()) == 9
+    border = torch.ones(32, 32, dtype=torch.bool)
+    border[2:30, 2:30] = False
+    assert int(x[:, :, border].max()) == 0
+    assert int(x[:, :, 2:30, 2:30].max()) > 0
+    assert torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 0], x[:, 2])
+    tx, ty = load_split("fashion_mnist", fmnist_root, train=False)
+    assert tx.shape == (10000, 3, 32, 32) and tx.dtype == torch.uint8
+    assert ty.shape == (10000,) and set(ty.unique().tolist()) == set(range(10))
+    assert not list((fmnist_root / "FashionMNIST" / "raw").glob("*.tmp"))
+
+
+@needs_debian_fmnist
+def test_device_data_load_subsets(fmnist_root: Path) -> None:
+    d = DeviceData.load(
+        "fashion_mnist", fmnist_root, False, MEAN, STD, 4, "zeros", True, train_subset=200, test_subset=50
+    )
+    assert (d.n_train, d.n_test) == (200, 50)
+    assert d.device == torch.device("cpu") and d.train_x.dtype == torch.uint8
+    full_x, _ = load_split("fashion_mnist", fmnist_root, train=False)
+    assert torch.equal(d.test_x, full_x[fixed_subset(10000, 50)])
+
+
+def test_fixed_subset() -> None:
+    a = fixed_subset(1000, 100)
+    assert a is not None and a.shape == (100,) and a.unique().numel() == 100
+    assert torch.equal(a, fixed_subset(1000, 100))
+    assert torch.equal(a, a.sort().values) and int(a.max()) < 1000
+    assert fixed_subset(1000, None) is None
+    assert fixed_subset(5, 5).tolist() == [0, 1, 2, 3, 4]
+    with pytest.raises(DataError):
+        fixed_subset(10, 11)
+
+
+def test_missing_cifar10_message(tmp_path: Path) -> None:
+    with pytest.raises(DataError) as exc:
+        load_split("cifar10", tmp_path, train=True)
+    msg = str(exc.value)
+    assert "\n" not in msg and str(tmp_path) in msg and "--download" in msg and "CIFAR-10" in msg
+
+
+def test_unknown_dataset() -> None:
+    with pytest.raises(DataError) as exc:
+        load_split("imagenet", Path("/nonexistent"), train=True)
+    assert "cifar10" in str(exc.value) and "fashion_mnist" in str(exc.value)
+
+
+def test_fashion_mnist_missing_everywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("harness.data.DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
+    with pytest.raises(DataError) as exc:
+        load_split("fashion_mnist", tmp_path, train=True)
+    assert "apt-get install dataset-fashion-mnist" in str(exc.value) and "\n" not in str(exc.value)
+
+
+# ------------------------------------------------------------------------------------------------ augmentation
+
+
+def test_identity_without_augmentation() -> None:
+    d = _data(pad=0, hflip=False)
+    assert torch.equal(d.augmented_epoch(_gen()), _norm(d.train_x))
+
+
+def test_flip_only() -> None:
+    d = _data(pad=0, hflip=True, n=64)
+    ref = _norm(d.train_x)
+    out = d.augmented_epoch(_gen())
+    flipped = 0
+    for i in range(d.n_train):
+        same, mirror = torch.equal(out[i], ref[i]), torch.equal(out[i], ref[i].flip(-1))
+        assert same or mirror
+        flipped += mirror and not same
+    assert 0 < flipped < d.n_train
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect"])
+def test_crop_windows(mode: str) -> None:
+    pad = 4
+    d = _data(pad=pad, mode=mode, hflip=False, n=64)
+    torch_mode = "constant" if mode == "zeros" else "reflect"
+    padded = _norm(F.pad(d.train_x.float(), (pad,) * 4, mode=torch_mode))  # pad raw pixels, then normalise
+    out = d.augmented_epoch(_gen(3))
+    seen = set()
+    for i in range(12):
+        offsets = _window_offsets(out[i], padded[i], pad)
+        assert len(offsets) == 1, (i, offsets)
+        seen.add(offsets[0])
+    assert len(seen) >= 4
+
+
+def test_crop_and_flip() -> None:
+    pad = 4
+    d = _data(pad=pad, hflip=True, n=64)
+    padded = _norm(F.pad(d.train_x, (pad,) * 4))
+    out = d.augmented_epoch(_gen(5))
+    kinds = set()
+    for i in range(16):
+        plain = _window_offsets(out[i], padded[i], pad)
+        mirrored = _window_offsets(out[i].flip(-1), padded[i], pad)
+        assert len(plain) + len(mirrored) >= 1
+        kinds.add(bool(mirrored) and not plain)
+    assert kinds == {True, False}
+
+
+def test_same_seed_same_epoch() -> None:
+    d = _data(pad=4, mode="reflect", hflip=True)
+    assert torch.equal(d.augmented_epoch(_gen(7)), d.augmented_epoch(_gen(7)))
+    assert not torch.equal(d.augmented_epoch(_gen(7)), d.augmented_epoch(_gen(8)))
+
+
+# ------------------------------------------------------------------------------------------------ batches
+
+
+def test_train_batches_drop_last() -> None:
+    d = _data(pad=4, hflip=True, n=50)
+    batches = list(d.train_batches(_gen(), batch_size=16, drop_last=True))
+    assert len(batches) == 3 and all(bx.shape == (16, 3, 32, 32) and by.shape == (16,) for bx, by in batches)
+    assert all(bx.dtype == torch.float32 for bx, _ in batches)
+    # labels are unique ids here: images covered must be distinct
+    d2 = DeviceData(d.train_x, torch.arange(50), d.test_x, d.test_y, MEAN, STD, 4, "zeros", True)
+    ids = torch.cat([by for _, by in d2.train_batches(_gen(), 16, drop_last=True)])
+    assert ids.numel() == 48 and ids.unique().numel() == 48
+    ids = torch.cat([by for _, by in d2.train_batches(_gen(), 16, drop_last=False)])
+    assert sorted(ids.tolist()) == list(range(50))
+    with pytest.raises(DataError):  # would otherwise be an empty epoch (an endless training loop)
+        next(d.train_batches(_gen(), 64, drop_last=True))
+
+
+def test_train_batches_match_epoch() -> None:
+    d = _data(pad=4, hflip=True, n=30)
+    g = _gen(11)
+    x = d.augmented_epoch(g)
+    order = torch.randperm(30, generator=g)
+    bx, by = next(iter(d.train_batches(_gen(11), batch_size=8, drop_last=True)))
+    assert torch.equal(bx, x[order[:8]]) and torch.equal(by, d.train_y[order[:8]])
+
+
+def test_eval_batches() -> None:
+    d = _data(pad=4, hflip=True, n=40)
+    test = list(d.eval_batches("test", batch_size=4))
+    assert [b.shape[0] for b, _ in test] == [4, 4, 2]
+    assert torch.equal(torch.cat([b for b, _ in test]), _norm(d.test_x))
+    train = list(d.eval_batches("train", batch_size=16, limit=20))
+    assert [b.shape[0] for b, _ in train] == [16, 4]
+    assert torch.equal(torch.cat([b for b, _ in train]), _norm(d.train_x[:20]))
+    assert torch.equal(torch.cat([y for _, y in train]), d.train_y[:20])
+    aug = list(d.eval_batches("train_augmented", batch_size=16, limit=20, generator=_gen()))
+    assert [b.shape[0] for b, _ in aug] == [16, 4]
+    assert torch.equal(torch.cat([y for _, y in aug]), d.train_y[:20])
+    assert not torch.equal(torch.cat([b for b, _ in aug]), _norm(d.train_x[:20]))
+    with pytest.raises(ValueError):
+        next(d.eval_batches("train_augmented", batch_size=4))
