@@ -1,0 +1,212 @@
+"""``prunebench validate | plan | run | report | ui`` (also ``python -m harness``)."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from harness.data import DataError
+from harness.manifest import (ManifestError, RunSpec, duration_steps, expand, load, steps_per_epoch,
+                              train_size)
+from harness.paths import Paths
+
+
+def _manifest_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("manifest", help="paper manifest, e.g. paper_configs/lamp.yaml")
+    p.add_argument("--profile", default="full", help="profile of the manifest (default: full; e.g. ci)")
+
+
+def _store_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workdir", default=None,
+                   help="where runs/, mlflow.db, mlartifacts/ and data/ live (default: current directory)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: sqlite:///<workdir>/mlflow.db)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="prunebench", description="Reproduce pruning papers from their manifests.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("validate", help="check a manifest and exit")
+    _manifest_args(p)
+    p = sub.add_parser("plan", help="list the runs a manifest expands to, without running anything")
+    _manifest_args(p)
+    p.add_argument("--ids", action="store_true", help="list every run id and name")
+    p = sub.add_parser("run", help="run every grid cell (resumes), then write the report")
+    _manifest_args(p)
+    _store_args(p)
+    p.add_argument("--data-root", default=None, help="dataset root (default: <workdir>/data)")
+    p.add_argument("--download", action="store_true", help="let torchvision download missing datasets")
+    p.add_argument("--ray-address", default=None, help="an existing Ray cluster (e.g. 'auto'); default: local Ray")
+    p.add_argument("--executor", choices=["ray", "local"], default="ray",
+                   help="'local' runs the grid in this process, one run after another (no Ray)")
+    p.add_argument("--device", default=None, help="torch device for trials (default: cuda if available, else cpu)")
+    p.add_argument("--no-report", action="store_true", help="skip writing the report afterwards")
+    p = sub.add_parser("report", help="turn the tracked runs into the paper's tables, claims and plots")
+    _manifest_args(p)
+    _store_args(p)
+    p.add_argument("--out", default=None, help="output folder (default: <workdir>/reports/<paper>/<profile>)")
+    p.add_argument("--check-against", default=None, metavar="DIR",
+                   help="regression check: compare with the results.csv in DIR (exit 1 on a difference)")
+    p.add_argument("--acc-tol", type=float, default=5.0, help="regression tolerance in accuracy points (default 5)")
+    p = sub.add_parser("ui", help="start the MLflow UI on the store")
+    _store_args(p)
+    p.add_argument("--port", default="5000")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return {"validate": cmd_validate, "plan": cmd_plan, "run": cmd_run, "report": cmd_report,
+                "ui": cmd_ui}[args.command](args)
+    except (ManifestError, DataError) as e:
+        print(f"prunebench: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("prunebench: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+def cmd_validate(args) -> int:
+    m = load(args.manifest, args.profile)
+    specs = expand(m)
+    print(f"{args.manifest} [{m.profile}]: valid — {len(m.experiments)} experiments, {len(specs)} runs, "
+          f"{len(m.claims)} claims, {len(m.deviations)} deviations")
+    return 0
+
+
+@functools.lru_cache(maxsize=None)
+def _macs(arch: str, width: float, num_classes: int) -> int:
+    from harness.metrics import macs
+    from harness.models import build_model
+
+    return macs(build_model(arch, num_classes, width))[0]
+
+
+def _images(spec: RunSpec) -> tuple[int, int]:
+    """(training images of the dense pre-training, training images of the run itself)."""
+    t = spec.training
+    spe = steps_per_epoch(train_size(spec.dataset), t.batch_size, t.drop_last)
+    if spec.procedure == "iterative":
+        return duration_steps(t.pretrain, spe) * t.batch_size, \
+            duration_steps(t.retrain, spe) * t.batch_size * spec.pruning.rounds
+    return 0, duration_steps(t.pretrain, spe) * t.batch_size
+
+
+def cmd_plan(args) -> int:
+    from harness.tracking import run_name
+
+    m = load(args.manifest, args.profile)
+    specs = expand(m)
+    groups: dict[tuple, list[RunSpec]] = defaultdict(list)
+    for s in specs:
+        groups[(s.experiment, s.model_key, s.dataset_key)].append(s)
+    print(f"{m.paper.title} ({m.paper.venue} {m.paper.year}) — profile {m.profile}")
+    header = f"{'experiment':<16} {'model':<10} {'dataset':<16} {'methods':>7} {'seeds':>5} {'runs':>5} " \
+             f"{'dense':>5} {'train images':>14} {'PFLOP':>9}"
+    print(header)
+    print("-" * len(header))
+    dense_seen: set[str] = set()
+    tot_runs = tot_dense = tot_img = 0
+    tot_flop = 0.0
+    for (exp, model, ds), ss in groups.items():
+        images = flop = 0
+        n_dense = 0
+        for s in ss:
+            pre, own = _images(s)
+            fwd = _macs(s.model.arch, s.model.width, s.num_classes)
+            images += own
+            flop += 6 * fwd * own
+            if s.dense is not None and s.dense.id not in dense_seen:
+                dense_seen.add(s.dense.id)
+                n_dense += 1
+                images += pre
+                flop += 6 * fwd * pre
+        tot_runs += len(ss)
+        tot_dense += n_dense
+        tot_img += images
+        tot_flop += flop
+        print(f"{exp:<16} {model:<10} {ds:<16} {len({s.method for s in ss}):>7} {len({s.seed for s in ss}):>5} "
+              f"{len(ss):>5} {n_dense:>5} {images:>14,} {flop / 1e15:>9.2f}")
+    print("-" * len(header))
+    print(f"{'total':<16} {'':<10} {'':<16} {'':>7} {'':>5} {tot_runs:>5} {tot_dense:>5} {tot_img:>14,} "
+          f"{tot_flop / 1e15:>9.2f}")
+    print(f"compute: training FLOPs ≈ 6 × forward MACs × training images (dense kernels with masks); "
+          f"evaluation passes excluded. Rounds per run: {m.pruning.rounds}.")
+    if args.ids:
+        for s in specs:
+            dense = f" (dense {s.dense.id})" if s.dense else ""
+            print(f"{s.id}  {run_name(s)}{dense}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from harness import schedule
+
+    m = load(args.manifest, args.profile)
+    specs = expand(m)
+    paths = Paths.at(args.workdir)
+    opts = schedule.Options(paths=paths, data_root=Path(args.data_root).resolve() if args.data_root else None,
+                            download=args.download, executor=args.executor, ray_address=args.ray_address,
+                            tracking_uri=args.tracking_uri, device=args.device)
+    out = schedule.execute(m, specs, opts)
+    if out.failed:
+        for name, err in out.failed:
+            print(f"prunebench: run failed: {name}: {err}", file=sys.stderr)
+        print(f"prunebench: {len(out.failed)} run(s) failed; fix the cause and re-run the same command "
+              f"(finished runs are kept)", file=sys.stderr)
+        return 1
+    print(f"{m.paper.key}/{m.profile}: {out.total} runs complete ({out.ran} run now, {out.skipped} already finished)")
+    if not args.no_report:
+        return cmd_report(argparse.Namespace(manifest=args.manifest, profile=args.profile, workdir=args.workdir,
+                                             tracking_uri=args.tracking_uri, out=None, check_against=None,
+                                             acc_tol=5.0))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from harness import report
+    from harness.tracking import Tracker
+
+    m = load(args.manifest, args.profile)
+    specs = expand(m)
+    paths = Paths.at(args.workdir)
+    tracker = Tracker(args.tracking_uri or paths.tracking_uri)
+    results = report.collect(specs, tracker)
+    out_dir = Path(args.out) if args.out else paths.report_dir(m.paper.key, m.profile)
+    summary = report.build(m, specs, results, out_dir)
+    print(f"report: {out_dir / 'README.md'} ({summary.n_cells} cells, {summary.n_missing_runs} runs missing)")
+    for c in summary.claims:
+        print(f"  claim {c.id}: {c.outcome}")
+    if summary.n_missing_runs:
+        print(f"prunebench: the report is incomplete: {summary.n_missing_runs} of {len(specs)} runs have no "
+              f"results yet (run `prunebench run {args.manifest} --profile {m.profile}`)", file=sys.stderr)
+    if args.check_against:
+        problems = report.compare(Path(args.check_against) / "results.csv", out_dir / "results.csv",
+                                  acc_tol=args.acc_tol)
+        for p in problems:
+            print(f"regression: {p}", file=sys.stderr)
+        if problems:
+            return 1
+        print(f"regression check against {args.check_against}: passed (accuracy within {args.acc_tol} points, "
+              f"densities exact)")
+    return 0
+
+
+def cmd_ui(args) -> int:
+    paths = Paths.at(args.workdir)
+    uri = args.tracking_uri or paths.tracking_uri
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--port", str(args.port)]
+    if not args.tracking_uri:
+        cmd += ["--default-artifact-root", paths.artifact_root.as_uri()]
+    print(" ".join(cmd))
+    os.execv(sys.executable, cmd)
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""A model's masks: which tensors are prunable, applying masks, densities, save/load.
+
+Masks are bool tensors on the weights' device. Applying them is one fused ``_foreach_mul_``
+over every prunable weight (no ``torch.nn.utils.prune`` hooks in the training loop).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from harness.pruning.allocation import Layer, prune
+
+_CONVENTIONS = ("conv_and_linear_weights", "conv_weights", "all_weights")
+
+
+def prunable_parameters(model: nn.Module, convention: str) -> dict[str, nn.Parameter]:
+    """The prunable weights of ``model`` in forward (module) order.
+
+    * ``conv_and_linear_weights``: every Conv2d and Linear weight (LAMP, PAGS).
+    * ``conv_weights``: Conv2d weights only (DPF, third-party convention).
+    * ``all_weights``: every parameter named ``*weight``, BN gamma included (AP's code).
+    """
+    if convention not in _CONVENTIONS:
+        raise ValueError(f"unknown prunable convention '{convention}' (expected one of: {', '.join(_CONVENTIONS)})")
+    out: dict[str, nn.Parameter] = {}
+    for mname, module in model.named_modules():
+        w = getattr(module, "weight", None)
+        if not isinstance(w, nn.Parameter):
+            continue
+        is_conv = isinstance(module, nn.Conv2d)
+        keep = {
+            "conv_and_linear_weights": is_conv or isinstance(module, nn.Linear),
+            "conv_weights": is_conv,
+            "all_weights": True,
+        }[convention]
+        if keep:
+            out[f"{mname}.weight" if mname else "weight"] = w
+    return out
+
+
+class MaskSet:
+    """Bool masks for a set of weights, with the operations every procedure needs."""
+
+    def __init__(self, params: dict[str, nn.Parameter], masks: dict[str, torch.Tensor] | None = None):
+        self.params = params
+        if masks is None:
+            masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in params.items()}
+        if masks.keys() != params.keys():
+            raise ValueError("masks and prunable parameters name different tensors")
+        self.masks = {n: m.to(device=params[n].device, dtype=torch.bool) for n, m in masks.items()}
+        self._refresh()
+
+    @classmethod
+    def for_model(cls, model: nn.Module, convention: str) -> "MaskSet":
+        return cls(prunable_parameters(model, convention))
+
+    def _refresh(self) -> None:
+        self._weights = list(self.params.values())
+        self._factors = [m.to(p.dtype) for m, p in zip(self.masks.values(), self._weights)]
+
+    # -- applying
+    @torch.no_grad()
+    def apply_(self) -> None:
+        """Zero every masked weight in place (one fused multiply over all tensors)."""
+        torch._foreach_mul_(self._weights, self._factors)
+
+    def __iter__(self) -> Iterator[tuple[str, torch.Tensor]]:
+        return iter(self.masks.items())
+
+    # -- pruning
+    def prune_(self, score: str, allocation: str, amount: float) -> None:
+        """One pruning step through the shared score -> allocation -> mask pipeline."""
+        layers = [Layer(n, p.detach(), self.masks[n], p.numel()) for n, p in self.params.items()]
+        new = prune(layers, score=score, allocation=allocation, amount=amount)
+        self.masks = {n: m for n, m in zip(self.params, new)}
+        self._refresh()
+        self.apply_()
+
+    def set_masks_(self, masks: dict[str, torch.Tensor]) -> None:
+        self.masks = {n: masks[n].to(device=p.device, dtype=torch.bool) for n, p in self.params.items()}
+        self._refresh()
+
+    # -- measuring
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """name -> (unmasked entries, total entries)."""
+        return {n: (int(m.sum()), m.numel()) for n, m in self.masks.items()}
+
+    def density(self) -> float:
+        """Unmasked fraction of the prunable set."""
+        c = self.counts().values()
+        return sum(a for a, _ in c) / sum(t for _, t in c)
+
+    def layer_density(self) -> dict[str, float]:
+        return {n: a / t for n, (a, t) in self.counts().items()}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {n: m.cpu() for n, m in self.masks.items()}
+
+
+def overall_density(model: nn.Module) -> float:
+    """Nonzero fraction over all parameters (biases and BN included)."""
+    nonzero = sum(int((p != 0).sum()) for p in model.parameters())
+    return nonzero / sum(p.numel() for p in model.parameters())

@@ -1,0 +1,243 @@
+"""Orchestration: Ray Tune runs every grid cell; MLflow is written by the driver only.
+
+Flow of one ``prunebench run``:
+
+1. Skip cells already finished (run directory marked DONE and MLflow run FINISHED); replay
+   finished-but-untracked cells into MLflow without training.
+2. Pre-flight: every dataset the remaining cells need is present (one-line error otherwise).
+3. Phase 1, one Tune trial per distinct dense pre-training (content-addressed: shared by every
+   method, sparsity and experiment that starts from it).
+4. Phase 2, one Tune trial per remaining cell, resuming from its last finished round.
+
+Trials report one row per evaluation through ``tune.report``; a driver-side callback logs each
+row to MLflow in one batched call, so parallel trials never write the SQLite file.
+``executor="local"`` runs the same stages in-process, one after another (debugging, no Ray).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import experiment
+from harness.data import load_split
+from harness.manifest import DenseSpec, Manifest, RunSpec, _build, resources_for
+from harness.paths import Paths
+from harness.tracking import Tracker, run_name, run_tags
+
+
+@dataclass
+class Options:
+    paths: Paths
+    data_root: Path | None = None
+    download: bool = False
+    executor: str = "ray"  # "ray" | "local"
+    ray_address: str | None = None
+    tracking_uri: str | None = None
+    device: str | None = None
+
+
+@dataclass
+class Outcome:
+    total: int
+    skipped: int = 0
+    ran: int = 0
+    dense_trained: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (run name, error)
+
+
+@dataclass(frozen=True)
+class _Job:
+    kind: str  # "dense" | "run"
+    spec: RunSpec | DenseSpec
+    name: str
+    tags: dict
+    cpu: float
+    gpu: float
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+
+def _done(opts: Options, job: _Job, paper: str) -> bool:
+    d = opts.paths.dense_dir(job.id) if job.kind == "dense" else opts.paths.run_dir(paper, job.id)
+    return (d / "DONE").exists()
+
+
+def _context(opts: Options, report=lambda row: None) -> experiment.Context:
+    return experiment.Context(paths=opts.paths, data_root=opts.data_root, download=opts.download,
+                              device=opts.device, report=report)
+
+
+def _artifacts(opts: Options, job: _Job, paper: str) -> list[Path]:
+    if job.kind == "dense":
+        d = opts.paths.dense_dir(job.id)
+        return [d / "spec.json", d / "metrics.json"]
+    d = opts.paths.run_dir(paper, job.id)
+    return [d / "spec.json", d / "rounds.jsonl", d / "layer_density.csv", d / "masks_final.pt"]
+
+
+def plan_jobs(manifest: Manifest, specs: list[RunSpec]) -> tuple[list[_Job], list[_Job]]:
+    """The dense jobs (deduplicated by content) and the run jobs of ``specs``."""
+    dense: dict[str, _Job] = {}
+    runs: list[_Job] = []
+    for s in specs:
+        res = resources_for(manifest, s)
+        if s.dense is not None and s.dense.id not in dense:
+            dense[s.dense.id] = _Job("dense", s.dense, run_name(s.dense, s.model_key, s.dataset_key),
+                                     run_tags(s.dense, manifest, s.model_key, s.dataset_key), res.cpu, res.gpu)
+        runs.append(_Job("run", s, run_name(s), run_tags(s, manifest), res.cpu, res.gpu))
+    return list(dense.values()), runs
+
+
+def execute(manifest: Manifest, specs: list[RunSpec], opts: Options, log=print) -> Outcome:
+    paper = manifest.paper.key
+    tracker = Tracker(opts.tracking_uri or opts.paths.tracking_uri,
+                      None if opts.tracking_uri else opts.paths.artifact_root)
+    tracker.experiment_id(paper)
+    dense_jobs, run_jobs = plan_jobs(manifest, specs)
+    out = Outcome(total=len(run_jobs))
+    finished = tracker.finished_ids(paper)
+    todo: list[_Job] = []
+    for job in run_jobs:
+        if _done(opts, job, paper):
+            if job.id not in finished:  # finished on disk, lost from MLflow: replay, no training
+                _run_local(job, opts, tracker, paper, out)
+            out.skipped += 1
+        else:
+            todo.append(job)
+    needed = {j.spec.dense.id for j in todo if j.spec.dense is not None}
+    dense_todo = [j for j in dense_jobs if j.id in needed and not _done(opts, j, paper)]
+    if not todo:
+        log(f"all {out.total} runs of {paper}/{manifest.profile} are finished; nothing to do")
+        return out
+    _preflight(todo, opts)
+    log(f"{paper}/{manifest.profile}: {len(todo)} of {out.total} runs to do "
+        f"({out.skipped} finished), {len(dense_todo)} dense pre-trainings")
+    if opts.executor == "local":
+        for job in [*dense_todo, *todo]:
+            _run_local(job, opts, tracker, paper, out)
+    else:
+        _run_ray(dense_todo, todo, opts, tracker, paper, out, manifest.profile)
+    out.dense_trained = len(dense_todo)
+    return out
+
+
+def _preflight(jobs: list[_Job], opts: Options) -> None:
+    """Fail fast, in the driver, when a dataset is missing (DataError is one line)."""
+    root = Path(opts.data_root or opts.paths.data)
+    for source in sorted({j.spec.dataset.source for j in jobs}):
+        load_split(source, root, train=False, download=opts.download)
+
+
+def _run_local(job: _Job, opts: Options, tracker: Tracker, paper: str, out: Outcome) -> None:
+    mid = tracker.open(paper, job.spec, job.tags, job.name)
+    ctx = _context(opts, report=lambda row: tracker.log_row(mid, row))
+    try:
+        if job.kind == "dense":
+            experiment.run_dense(job.spec, ctx)
+        else:
+            experiment.run(job.spec, ctx)
+    except KeyboardInterrupt:
+        tracker.close(mid, "KILLED")
+        raise
+    except Exception as e:  # recorded, reported at the end; the grid goes on
+        tracker.close(mid, "FAILED")
+        out.failed.append((job.name, f"{type(e).__name__}: {e}"))
+        return
+    tracker.log_artifacts(mid, _artifacts(opts, job, paper))
+    tracker.close(mid, "FINISHED")
+    out.ran += job.kind == "run"
+
+
+# ----------------------------------------------------------------------------- Ray
+
+
+def _trainable(config: dict) -> None:
+    """One Tune trial: a dense pre-training or one grid cell."""
+    import torch
+    from ray import tune
+
+    torch.set_num_threads(config["threads"])
+    opts = Options(paths=Paths(Path(config["root"])),
+                   data_root=Path(config["data_root"]) if config["data_root"] else None,
+                   download=config["download"], device=config["device"])
+
+    def report(row: dict) -> None:
+        tune.report({k: v for k, v in row.items() if isinstance(v, (int, float))})
+
+    ctx = _context(opts, report)
+    if config["kind"] == "dense":
+        experiment.run_dense(_build(DenseSpec, config["spec"], "<spec>", ""), ctx)
+    else:
+        experiment.run(RunSpec.from_dict(config["spec"]), ctx)
+
+
+def _run_ray(dense_todo: list[_Job], todo: list[_Job], opts: Options, tracker: Tracker, paper: str,
+             out: Outcome, profile: str) -> None:
+    import ray
+    from ray import tune
+
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    if not ray.is_initialized():
+        if opts.ray_address:
+            ray.init(address=opts.ray_address, include_dashboard=False, logging_level="WARNING")
+        else:
+            ray.init(include_dashboard=False, logging_level="WARNING")
+    avail = ray.cluster_resources()
+    n_gpu, n_cpu = avail.get("GPU", 0.0), avail.get("CPU", 1.0)
+
+    class TrackingCallback(tune.Callback):
+        def __init__(self, jobs: dict[str, _Job]):
+            self.jobs, self.mlflow = jobs, {}
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            job = self.jobs[trial.config["id"]]
+            self.mlflow[trial.trial_id] = tracker.open(paper, job.spec, job.tags, job.name)
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if "round" in result:
+                tracker.log_row(self.mlflow[trial.trial_id], result)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            job = self.jobs[trial.config["id"]]
+            tracker.log_artifacts(self.mlflow[trial.trial_id], _artifacts(opts, job, paper))
+            tracker.close(self.mlflow[trial.trial_id], "FINISHED")
+            out.ran += job.kind == "run"
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            job = self.jobs[trial.config["id"]]
+            tracker.close(self.mlflow[trial.trial_id], "FAILED")
+            err = getattr(trial, "error_msg", None) or "see the trial's error.txt under ray_results"
+            out.failed.append((job.name, str(err).strip().splitlines()[-1]))
+
+    def resources(config: dict) -> dict:
+        gpu = config["gpu"] if n_gpu > 0 else 0.0  # degrade to CPU-only when there is no GPU
+        return {"cpu": min(config["cpu"], n_cpu), "gpu": min(gpu, n_gpu)}
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for phase, jobs in (("dense", dense_todo), ("runs", todo)):
+        if not jobs:
+            continue
+        by_id = {j.id: j for j in jobs}
+        configs = [{"id": j.id, "kind": j.kind, "spec": dataclasses.asdict(j.spec), "cpu": j.cpu,
+                    "gpu": j.gpu, "threads": max(1, int(min(j.cpu, n_cpu))), "root": str(opts.paths.root),
+                    "data_root": str(opts.data_root) if opts.data_root else None,
+                    "download": opts.download, "device": opts.device} for j in jobs]
+        tuner = tune.Tuner(
+            tune.with_resources(_trainable, resources),
+            param_space={"config": tune.grid_search(configs)},
+            tune_config=tune.TuneConfig(reuse_actors=True,
+                                        trial_name_creator=lambda t: by_id[t.config["id"]].name,
+                                        trial_dirname_creator=lambda t: t.config["id"]),
+            run_config=tune.RunConfig(name=f"{paper}-{profile}-{phase}-{stamp}",
+                                      storage_path=str(opts.paths.ray_results),
+                                      callbacks=[TrackingCallback(by_id)], verbose=1),
+        )
+        tuner.fit()
+        if phase == "dense" and out.failed:
+            return  # runs would only fail again on the missing dense models

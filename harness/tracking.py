@@ -1,0 +1,157 @@
+"""MLflow: one experiment per paper, one run per grid cell (and per dense pre-training).
+
+Only the driver process writes (trials report through Ray Tune), so parallel trials never
+contend for the SQLite file. A run is found again by its ``prunebench.run_id`` tag, so a
+resumed grid reuses its MLflow runs instead of duplicating them, and a replayed round is not
+logged twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import subprocess
+import time
+from pathlib import Path
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from harness import __version__
+from harness.manifest import DenseSpec, Manifest, RunSpec
+
+METRIC_KEYS = ("test_acc", "test_loss", "train_acc", "train_loss", "density", "density_all", "macs_fraction")
+RUN_ID_TAG = "prunebench.run_id"
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """``<package version>+g<git sha>[.dirty]`` when run from a checkout."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return f"{__version__}+g{sha}{'.dirty' if dirty else ''}"
+    except (OSError, subprocess.CalledProcessError):
+        return __version__
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = str(v)[:500]
+    return out
+
+
+def run_tags(spec: RunSpec | DenseSpec, manifest: Manifest, model_key: str = "", dataset_key: str = "") -> dict[str, str]:
+    common = {RUN_ID_TAG: spec.id, "paper": manifest.paper.key, "profile": manifest.profile,
+              "manifest_hash": manifest.digest, "code_version": code_version(), "seed": str(spec.seed)}
+    if isinstance(spec, DenseSpec):
+        return {**common, "stage": "dense", "model": model_key, "arch": spec.model.arch,
+                "dataset": dataset_key, "width": str(spec.model.width)}
+    return {**common, "stage": "prune", "experiment": spec.experiment, "method": spec.method,
+            "procedure": spec.procedure, "score": spec.score, "allocation": spec.allocation,
+            "model": spec.model_key, "arch": spec.model.arch, "width": str(spec.model.width),
+            "dataset": spec.dataset_key, "target_sparsity": str(spec.target_sparsity),
+            "dense_id": spec.dense.id if spec.dense else ""}
+
+
+def run_name(spec: RunSpec | DenseSpec, model_key: str = "", dataset_key: str = "") -> str:
+    if isinstance(spec, DenseSpec):
+        return f"dense/{model_key}/{dataset_key}/s{spec.seed}"
+    target = f"/sp{spec.target_sparsity}" if spec.target_sparsity is not None else ""
+    return f"{spec.experiment}/{spec.model_key}/{spec.dataset_key}/{spec.method}{target}/s{spec.seed}"
+
+
+class Tracker:
+    """A thin MlflowClient wrapper; every write happens in the calling (driver) process."""
+
+    def __init__(self, tracking_uri: str, artifact_root: Path | None = None):
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.tracking_uri = tracking_uri
+        self.artifact_root = artifact_root
+        self._logged_steps: dict[str, set[int]] = {}
+
+    def experiment_id(self, paper: str) -> str:
+        exp = self.client.get_experiment_by_name(paper)
+        if exp is not None:
+            return exp.experiment_id
+        location = (self.artifact_root / paper).as_uri() if self.artifact_root else None
+        return self.client.create_experiment(paper, artifact_location=location)
+
+    def find(self, paper: str, run_id: str):
+        """The MLflow run of a prunebench run id, or None."""
+        exp = self.client.get_experiment_by_name(paper)
+        if exp is None:
+            return None
+        runs = self.client.search_runs([exp.experiment_id], filter_string=f"tags.`{RUN_ID_TAG}` = '{run_id}'",
+                                       max_results=1)
+        return runs[0] if runs else None
+
+    def finished_ids(self, paper: str) -> set[str]:
+        exp = self.client.get_experiment_by_name(paper)
+        if exp is None:
+            return set()
+        runs = self.client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
+                                       max_results=50_000)
+        return {r.data.tags.get(RUN_ID_TAG) for r in runs}
+
+    def open(self, paper: str, spec: RunSpec | DenseSpec, tags: dict[str, str], name: str) -> str:
+        """The MLflow run id for ``spec``: the existing one (resumed) or a new one."""
+        existing = self.find(paper, spec.id)
+        if existing is not None:
+            mid = existing.info.run_id
+            if existing.info.status != "RUNNING":
+                self.client.update_run(mid, status="RUNNING")
+            return mid
+        run = self.client.create_run(self.experiment_id(paper), run_name=name, tags=tags)
+        params = [Param(k, v) for k, v in _flatten(_spec_dict(spec)).items()]
+        for i in range(0, len(params), 100):
+            self.client.log_batch(run.info.run_id, params=params[i:i + 100])
+        return run.info.run_id
+
+    def log_row(self, mlflow_run_id: str, row: dict) -> None:
+        """One batched write per round; a round already logged (a replay) is skipped."""
+        step = int(row["round"])
+        logged = self._logged_steps.get(mlflow_run_id)
+        if logged is None:
+            history = self.client.get_metric_history(mlflow_run_id, "density")
+            logged = self._logged_steps[mlflow_run_id] = {m.step for m in history}
+        if step in logged:
+            return
+        ts = int(time.time() * 1000)
+        metrics = [Metric(k, float(row[k]), ts, step) for k in METRIC_KEYS
+                   if k in row and row[k] is not None and not math.isnan(float(row[k]))]
+        if metrics:
+            self.client.log_batch(mlflow_run_id, metrics=metrics)
+        logged.add(step)
+
+    def log_artifacts(self, mlflow_run_id: str, paths: list[Path]) -> None:
+        for p in paths:
+            if p.exists():
+                self.client.log_artifact(mlflow_run_id, str(p))
+
+    def close(self, mlflow_run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(mlflow_run_id, status=status)
+
+    def set_tag(self, mlflow_run_id: str, key: str, value: str) -> None:
+        self.client.log_batch(mlflow_run_id, tags=[RunTag(key, value)])
+
+    def rows(self, mlflow_run_id: str) -> dict[int, dict[str, float]]:
+        """round -> {metric: value} (the latest value logged for that round)."""
+        out: dict[int, dict[str, float]] = {}
+        for key in METRIC_KEYS:
+            for m in self.client.get_metric_history(mlflow_run_id, key):
+                out.setdefault(m.step, {})[key] = m.value
+        return out
+
+
+def _spec_dict(spec) -> dict:
+    return dataclasses.asdict(spec)
