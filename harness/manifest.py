@@ -331,7 +331,7 @@ def load(path: str | Path, profile: str = "full") -> Manifest:
     return dataclasses.replace(m, profile=profile, path=str(path.resolve()), digest=digest)
 
 
-_PROFILE_KEYS = {"description", "experiments", "set", "grid", "deviations"}
+_PROFILE_KEYS = {"description", "experiments", "set", "grid", "titles", "deviations"}
 _GRID_AXES = {"methods", "models", "datasets", "seeds", "sparsities"}
 
 
@@ -364,7 +364,12 @@ def _apply_profile(raw: dict, profile: str, where: str) -> dict:
     for axis in grid:
         if axis not in _GRID_AXES:
             raise ManifestError(f"{where}: {key}.grid.{axis}: unknown axis (expected one of: {', '.join(sorted(_GRID_AXES))})")
-    out["experiments"] = [{**e, **grid} for e in exps]
+    titles = prof.get("titles") or {}
+    for name in titles:
+        if name not in [e.get("name") for e in exps]:
+            raise ManifestError(f"{where}: {key}.titles.{name}: no such experiment in this profile")
+    out["experiments"] = [{**e, **grid, **({"title": titles[e["name"]]} if e.get("name") in titles else {})}
+                          for e in exps]
     out["deviations"] = list(out.get("deviations") or []) + list(prof.get("deviations") or [])
     return out
 

@@ -22,6 +22,7 @@ import csv
 import math
 import re
 import statistics
+import textwrap
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,22 +149,22 @@ def _mean(values: Iterable[Any]) -> float | None:
     return math.fsum(vals) / len(vals) if vals else None
 
 
-def _order(manifest: Manifest) -> dict[str, Any]:
-    """Sort keys that follow the manifest's own order of experiments, models, methods, ..."""
-    exps = {e.name: i for i, e in enumerate(manifest.experiments)}
-    by_exp = {e.name: e for e in manifest.experiments}
+def _group_sort_key(manifest: Manifest):
+    """A sort key that follows the manifest's own order of experiments, datasets, models, methods."""
+    exps = {e.name: (i, e) for i, e in enumerate(manifest.experiments)}
 
     def index(seq: tuple, item: Any) -> tuple[int, str]:
         return (seq.index(item), "") if item in seq else (len(seq), str(item))
 
     def key(g: _GroupKey) -> tuple:
         exp, ds, model, method, target = g
-        e = by_exp.get(exp)
-        return (exps.get(exp, len(exps)), exp,
-                index(e.datasets, ds) if e else (0, ds), index(e.models, model) if e else (0, model),
-                index(e.methods, method) if e else (0, method), -1.0 if target is None else target)
+        i, e = exps.get(exp, (len(exps), None))
+        if e is None:
+            return (i, exp, (0, ds), (0, model), (0, method), -1.0 if target is None else target)
+        return (i, exp, index(e.datasets, ds), index(e.models, model), index(e.methods, method),
+                -1.0 if target is None else target)
 
-    return {"group": key}
+    return key
 
 
 def _expected_for(manifest: Manifest, exp: str, ds: str, model: str, method: str, rnd: int) -> ExpectedCells | None:
@@ -187,19 +188,17 @@ def cells(manifest: Manifest, specs: list[RunSpec], results: Mapping[str, Mappin
         g = (spec.experiment, spec.dataset_key, spec.model_key, spec.method, spec.target_sparsity)
         groups.setdefault(g, []).append(spec)
     out: list[Cell] = []
-    for g in sorted(groups, key=_order(manifest)["group"]):
+    for g in sorted(groups, key=_group_sort_key(manifest)):
         exp, ds, model, method, target = g
         members = sorted(groups[g], key=lambda s: (s.seed, s.id))
+        per_seed = [{int(k): v for k, v in results.get(s.id, {}).items()} for s in members]
         rounds: set[int] = set()
-        for s in members:
+        for s, data in zip(members, per_seed):
             rounds.update(_planned_rounds(s))
-            rounds.update(int(r) for r in results.get(s.id, {}))
+            rounds.update(data)
         for rnd in sorted(rounds):
-            rows = []
-            for s in members:
-                row = {int(k): v for k, v in results.get(s.id, {}).items()}.get(rnd)
-                if row is not None and _finite([row.get("test_acc")]):
-                    rows.append(row)
+            # a seed counts for a round when it has a test accuracy there
+            rows = [data[rnd] for data in per_seed if rnd in data and _finite([data[rnd].get("test_acc")])]
             accs = _finite(r.get("test_acc") for r in rows)
             n = len(accs)
             mean = math.fsum(accs) / n if n else None
@@ -281,8 +280,7 @@ def _evaluate_claim(claim: Claim, exp: Experiment, cs: list[Cell]) -> ClaimResul
     if failures:
         shown = "; ".join(failures[:3]) + (f"; and {len(failures) - 3} more" if len(failures) > 3 else "")
         return ClaimResult(claim.id, claim.text, FAILED,
-                           f"{len(failures)} of {comparisons} comparisons below{margin.replace(',', '')}: {shown}"
-                           if margin else f"{len(failures)} of {comparisons} comparisons below: {shown}")
+                           f"{claim.a} below a baseline in {len(failures)} of {comparisons} comparisons{margin}: {shown}")
     if comparisons:
         n = len(compared_cells)
         extra = f" ({comparisons} comparisons{margin})" if comparisons != n or margin else ""
@@ -371,7 +369,7 @@ def _tables(manifest: Manifest, cs: list[Cell]) -> list[_Table]:
         labels = []
         for r in rounds:
             dens = [c.density_mean for c in mine if c.round == r and c.density_mean is not None]
-            if not dens or max(dens) - min(dens) > 1e-3:  # none recorded, or rows disagree
+            if not dens or max(dens) - min(dens) > 0.02 * max(dens):  # none recorded, or rows disagree
                 labels.append(f"round {r}")
             else:
                 labels.append(_remaining_label(math.fsum(dens) / len(dens)))
@@ -394,15 +392,15 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _md_table(header: list[str], rows: list[list[str]], code_cols: Iterable[int] = ()) -> list[str]:
-    code = set(code_cols)
+def _md_table(header: list[str], rows: list[list[str]], left: int, code: Iterable[int] = ()) -> list[str]:
+    """A GitHub Markdown table; the first ``left`` columns are left-aligned, the rest right."""
+    code = set(code)
 
     def cell(i: int, v: str) -> str:
         return f"`{v}`" if i in code and v else _md_escape(v)
 
     lines = ["| " + " | ".join(_md_escape(h) for h in header) + " |",
-             "|" + "|".join("---" if i in code or h in ("claim", "evidence", "id") else "---:"
-                            for i, h in enumerate(header)) + "|"]
+             "|" + "|".join(":---" if i < left else "---:" for i in range(len(header))) + "|"]
     lines += ["| " + " | ".join(cell(i, v) for i, v in enumerate(row)) + " |" for row in rows]
     return lines
 
@@ -477,13 +475,13 @@ def _readme(manifest: Manifest, specs: list[RunSpec], cs: list[Cell], claims: li
         if e.note:
             lines += [f"Note: {e.note}", ""]
         lead = 1 if t.header[0] == "dataset" else 0
-        lines += _md_table(t.header, t.rows, code_cols=range(lead + 2)) + [""]
+        lines += _md_table(t.header, t.rows, left=lead + 2, code=range(lead + 2)) + [""]
         if e.name in plots:
             lines += [f"![{e.name}: test accuracy against remaining weights]({plots[e.name]})", ""]
     lines += ["## Claims", ""]
     if claims:
         rows = [[c.id, c.text, f"**{c.outcome}**", c.evidence] for c in claims]
-        lines += _md_table(["id", "claim", "outcome", "evidence"], rows, code_cols=[0]) + [""]
+        lines += _md_table(["id", "claim", "outcome", "evidence"], rows, left=4, code=[0]) + [""]
     else:
         lines += ["No claims for the experiments of this profile.", ""]
     dormant = dormant_claims(manifest)
@@ -534,7 +532,7 @@ def _tex(manifest: Manifest, cs: list[Cell]) -> str:
     return "\n".join(out).rstrip("\n") + "\n"
 
 
-def _plot(manifest: Manifest, e: Experiment, cs: list[Cell], path: Path) -> None:
+def _plot(e: Experiment, cs: list[Cell], path: Path) -> None:
     """Test accuracy against remaining weights: one subplot per (model, dataset), a line per method."""
     import matplotlib
 
@@ -550,7 +548,8 @@ def _plot(manifest: Manifest, e: Experiment, cs: list[Cell], path: Path) -> None
     panels = panels or [(m, d) for m in e.models for d in e.datasets]
     ncols = min(len(panels), 3)
     nrows = -(-len(panels) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.8 * ncols, 3.6 * nrows), squeeze=False)
+    width = max(6.4, 4.8 * ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, 3.6 * nrows + 0.4), squeeze=False)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     for ax, (model, ds) in zip(axes.flat, panels):
@@ -573,8 +572,8 @@ def _plot(manifest: Manifest, e: Experiment, cs: list[Cell], path: Path) -> None
         if lines:
             ax.set_xscale("log")
             ticks = sorted(xs_all, reverse=True)
-            step = max(1, -(-len(ticks) // 8))
-            ticks = ticks[::step]
+            if len(ticks) > 8:  # at most 8 labels, both ends included
+                ticks = [ticks[round(i * (len(ticks) - 1) / 7)] for i in range(8)]
             ax.xaxis.set_major_locator(FixedLocator(ticks))
             ax.xaxis.set_minor_locator(NullLocator())
             ax.set_xticklabels([_remaining_label(t / 100) for t in ticks], rotation=45, fontsize=8)
@@ -582,7 +581,9 @@ def _plot(manifest: Manifest, e: Experiment, cs: list[Cell], path: Path) -> None
             ax.legend(fontsize=8)
         else:
             ax.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=ax.transAxes)
-    fig.suptitle(e.title, fontsize=11)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(textwrap.fill(e.title, width=int(width * 11)), fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)
@@ -600,7 +601,7 @@ def build(manifest: Manifest, specs: list[RunSpec], results: Mapping[str, Mappin
     plots: dict[str, str] = {}
     for e in manifest.experiments:
         name = f"{_slug(e.name)}.png"
-        _plot(manifest, e, cs, out_dir / name)
+        _plot(e, cs, out_dir / name)
         plots[e.name] = name
         files.append(out_dir / name)
     write_csv(cs, out_dir / "results.csv")
@@ -658,14 +659,14 @@ def compare(reference_csv: Path, current_csv: Path, acc_tol: float = 5.0, densit
             continue
         if r["n"] != c["n"]:
             problems.append(f"{where}: n = {c['n']}, reference {r['n']}")
-        for col, tol, unit in (("remaining", density_tol * 100, "% remaining"), ("test_acc_mean", acc_tol, " test acc")):
+        for col, tol in (("remaining", density_tol * 100), ("test_acc_mean", acc_tol)):
             a, b = _num(r[col]), _num(c[col])
             if a is None and b is None:
                 continue
             if a is None or b is None:
                 problems.append(f"{where}: {col} {'empty' if b is None else c[col]}, reference {'empty' if a is None else r[col]}")
             elif abs(a - b) > tol + _EPS:
-                problems.append(f"{where}: {col} {b:.4f}, reference {a:.4f} (|Δ| {abs(a - b):.4f} > {tol:g}{unit.split()[0] if unit.startswith('%') else ''})")
+                problems.append(f"{where}: {col} {b:.4f}, reference {a:.4f} (|Δ| {abs(a - b):.4f} > {tol:g})")
     for key in cur:
         if key not in ref:
             problems.append(f"{_key_text(key)}: not in reference {reference_csv}")

@@ -162,6 +162,7 @@ def _trainable(config: dict) -> None:
     import torch
     from ray import tune
 
+    config = config["job"]
     torch.set_num_threads(config["threads"])
     opts = Options(paths=Paths(Path(config["root"])),
                    data_root=Path(config["data_root"]) if config["data_root"] else None,
@@ -196,7 +197,7 @@ def _run_ray(dense_todo: list[_Job], todo: list[_Job], opts: Options, tracker: T
             self.jobs, self.mlflow = jobs, {}
 
         def on_trial_start(self, iteration, trials, trial, **info):
-            job = self.jobs[trial.config["id"]]
+            job = self.jobs[trial.config["job"]["id"]]
             self.mlflow[trial.trial_id] = tracker.open(paper, job.spec, job.tags, job.name)
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -204,18 +205,19 @@ def _run_ray(dense_todo: list[_Job], todo: list[_Job], opts: Options, tracker: T
                 tracker.log_row(self.mlflow[trial.trial_id], result)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            job = self.jobs[trial.config["id"]]
+            job = self.jobs[trial.config["job"]["id"]]
             tracker.log_artifacts(self.mlflow[trial.trial_id], _artifacts(opts, job, paper))
             tracker.close(self.mlflow[trial.trial_id], "FINISHED")
             out.ran += job.kind == "run"
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            job = self.jobs[trial.config["id"]]
+            job = self.jobs[trial.config["job"]["id"]]
             tracker.close(self.mlflow[trial.trial_id], "FAILED")
             err = getattr(trial, "error_msg", None) or "see the trial's error.txt under ray_results"
             out.failed.append((job.name, str(err).strip().splitlines()[-1]))
 
     def resources(config: dict) -> dict:
+        config = config["job"]
         gpu = config["gpu"] if n_gpu > 0 else 0.0  # degrade to CPU-only when there is no GPU
         return {"cpu": min(config["cpu"], n_cpu), "gpu": min(gpu, n_gpu)}
 
@@ -230,10 +232,10 @@ def _run_ray(dense_todo: list[_Job], todo: list[_Job], opts: Options, tracker: T
                     "download": opts.download, "device": opts.device} for j in jobs]
         tuner = tune.Tuner(
             tune.with_resources(_trainable, resources),
-            param_space={"config": tune.grid_search(configs)},
+            param_space={"job": tune.grid_search(configs)},
             tune_config=tune.TuneConfig(reuse_actors=True,
-                                        trial_name_creator=lambda t: by_id[t.config["id"]].name,
-                                        trial_dirname_creator=lambda t: t.config["id"]),
+                                        trial_name_creator=lambda t: by_id[t.config["job"]["id"]].name,
+                                        trial_dirname_creator=lambda t: t.config["job"]["id"]),
             run_config=tune.RunConfig(name=f"{paper}-{profile}-{phase}-{stamp}",
                                       storage_path=str(opts.paths.ray_results),
                                       callbacks=[TrackingCallback(by_id)], verbose=1),

@@ -1,0 +1,48 @@
+"""Shared fixtures: the LAMP manifest, a shared offline data root, tiny run specs."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.manifest import RunSpec, expand, load
+
+ROOT = Path(__file__).resolve().parent.parent
+LAMP = ROOT / "paper_configs" / "lamp.yaml"
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory) -> Path:
+    """One data root per session (Fashion-MNIST is un-gzipped into it once)."""
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="session")
+def ci_manifest():
+    return load(LAMP, profile="ci")
+
+
+def shrink(spec: RunSpec, *, pretrain: str = "20it", retrain: str = "5it", rounds: int = 3,
+           examples: int = 100, **pruning) -> RunSpec:
+    """A ci spec made smaller still, for tests that run several experiments."""
+    return dataclasses.replace(
+        spec,
+        training=dataclasses.replace(spec.training, pretrain=pretrain, retrain=retrain),
+        eval=dataclasses.replace(spec.eval, train_examples=examples, test_examples=examples),
+        pruning=dataclasses.replace(spec.pruning, rounds=rounds, **pruning),
+    )
+
+
+@pytest.fixture
+def tiny_specs(ci_manifest) -> dict[tuple[str, int], RunSpec]:
+    """(method, seed) -> a tiny spec of the ci grid."""
+    return {(s.method, s.seed): shrink(s) for s in expand(ci_manifest)}
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    torch.set_num_threads(2)
+    yield

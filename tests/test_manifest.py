@@ -1,0 +1,162 @@
+"""Manifest loading, validation errors, profiles, grid expansion and run identities."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.cli import main
+from harness.manifest import ManifestError, RunSpec, expand, load
+
+from .conftest import LAMP
+
+
+def _write(tmp_path: Path, raw: dict) -> Path:
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return p
+
+
+def _raw() -> dict:
+    return yaml.safe_load(LAMP.read_text())
+
+
+def _error(tmp_path: Path, mutate, profile: str = "full") -> str:
+    raw = _raw()
+    mutate(raw)
+    path = _write(tmp_path, raw)
+    with pytest.raises(ManifestError) as e:
+        expand(load(path, profile))
+    msg = str(e.value)
+    assert "\n" not in msg and str(path) in msg
+    return msg
+
+
+def test_full_grid_is_the_papers():
+    m = load(LAMP)
+    specs = expand(m)
+    main_ = [s for s in specs if s.experiment == "cifar10_main"]
+    assert {s.model.arch for s in main_} == {"vgg16_bn_fc1_lamp", "resnet18_cifar_kuangliu",
+                                             "densenet_bc_121_g12", "efficientnet_b0_cifar_lamp"}
+    assert {s.method for s in specs} == {"global", "uniform", "uniform_plus", "erk", "lamp"}
+    assert len(specs) == 4 * 5 + 5 + 5 + 5
+    by = {(s.experiment, s.model_key, s.method): s for s in specs}
+    vgg = by["cifar10_main", "vgg16", "lamp"]
+    opt = vgg.training.optimizer
+    assert (opt.name, opt.lr, opt.weight_decay, opt.betas) == ("adamw", 3e-4, 0.01, (0.9, 0.999))
+    assert (vgg.training.batch_size, vgg.training.pretrain, vgg.training.retrain) == (100, "50000it", "40000it")
+    assert vgg.dataset.std == (0.247, 0.243, 0.261) and vgg.dataset.pad_mode == "zeros"
+    assert (vgg.pruning.amount_per_round, vgg.pruning.rounds, vgg.pruning.rewind_step) == (0.2, 20, None)
+    dn = by["cifar10_main", "densenet", "erk"].training
+    assert (dn.pretrain, dn.retrain) == ("80000it", "60000it")
+    assert by["svhn_vgg16", "vgg16", "global"].training.retrain == "30000it"
+    assert by["cifar100_vgg16", "vgg16", "global"].num_classes == 100
+    rw = by["cifar10_rewind", "vgg16", "lamp"]
+    assert rw.training.optimizer.name == "adam" and rw.training.optimizer.weight_decay == 0.0
+    assert rw.pruning.rewind_step == 0
+    # every method of a (model, dataset, training, seed) shares one dense pre-training
+    assert len({s.dense.id for s in main_}) == 4
+    assert all(c.value is None for c in m.expected)  # the sheet records no paper numbers
+
+
+def test_ci_profile():
+    m = load(LAMP, profile="ci")
+    specs = expand(m)
+    assert len(specs) == 5 * 2 and {s.seed for s in specs} == {0, 1}
+    s = specs[0]
+    assert s.dataset.source == "fashion_mnist" and s.model.width == 0.125 and s.pruning.rounds == 3
+    assert m.resources.gpu == 0
+    assert {d.name for d in m.deviations} >= {"ci_offline_data", "ci_reduced_compute", "mask_mechanism"}
+
+
+def test_run_ids_are_stable():
+    a = [s.id for s in expand(load(LAMP))]
+    b = [s.id for s in expand(load(LAMP))]
+    assert a == b and len(set(a)) == len(a)
+    s = expand(load(LAMP))[0]
+    assert RunSpec.from_dict(s.to_dict()) == s and RunSpec.from_dict(s.to_dict()).id == s.id
+
+
+def _mutations(obj):
+    """Every copy of ``obj`` with exactly one leaf field changed."""
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if dataclasses.is_dataclass(v):
+            for sub in _mutations(v):
+                yield f.name, dataclasses.replace(obj, **{f.name: sub})
+            continue
+        if isinstance(v, bool):
+            new = not v
+        elif isinstance(v, (int, float)):
+            new = v + 1
+        elif isinstance(v, str):
+            new = v + "_x"
+        elif isinstance(v, tuple):
+            new = v[:-1] + (v[-1] + 1,) if v else (1,)
+        elif v is None:
+            new = 1
+        else:
+            raise AssertionError(f"unhandled field type {type(v)}")
+        yield f.name, dataclasses.replace(obj, **{f.name: new})
+
+
+def test_run_id_changes_with_every_field():
+    s = expand(load(LAMP))[0]
+    seen = {s.id}
+    n = 0
+    for name, changed in _mutations(s):
+        assert changed.id != s.id, f"changing {name} kept the run id"
+        seen.add(changed.id)
+        n += 1
+    assert n >= 30 and len(seen) == n + 1
+
+
+@pytest.mark.parametrize("mutate, expect", [
+    (lambda r: r.update(foo=1), "foo: unknown key"),
+    (lambda r: r["defaults"]["training"]["optimizer"].update(lrr=1), "defaults.training.optimizer.lrr: unknown key"),
+    (lambda r: r["defaults"]["training"].update(batch_size="100"), "defaults.training.batch_size: expected an integer"),
+    (lambda r: r["pruning"].update(amount_per_round=1.0), "pruning.amount_per_round: expected a fraction in (0, 1)"),
+    (lambda r: r["experiments"][0].update(sparsities=[0.5, 1.0]), "experiments[0].sparsities[1]: expected a sparsity in [0, 1)"),
+    (lambda r: r["experiments"][0]["methods"].append("magic"), "experiments[0].methods[5]: unknown method 'magic'"),
+    (lambda r: r["models"]["vgg16"].update(arch="vgg17"), "models.vgg16.arch: unknown model 'vgg17'"),
+    (lambda r: r["experiments"][1].update(models=["vgg99"]), "experiments[1].models[0]: unknown model 'vgg99'"),
+    (lambda r: r["defaults"]["training"].update(pretrain="50k"), "expected a duration like '50000it'"),
+    (lambda r: r["pruning"].update(rounds=-2), "pruning.rounds: expected a positive integer"),
+    (lambda r: r["datasets"]["cifar10"].update(pad_mode="mirror"), "datasets.cifar10.pad_mode: expected one of 'zeros', 'reflect'"),
+    (lambda r: r["experiments"][0]["model_overrides"]["densenet"]["training"].update(retrain=5), "training.retrain: expected a string"),
+    (lambda r: r["paper"].pop("title"), "paper.title: missing"),
+])
+def test_bad_manifests_get_one_line_errors(tmp_path, mutate, expect):
+    assert expect in _error(tmp_path, mutate)
+
+
+def test_unknown_profile_and_missing_file(tmp_path):
+    with pytest.raises(ManifestError, match=r"profiles: no profile 'tiny' \(expected one of: full, ci\)"):
+        load(LAMP, "tiny")
+    with pytest.raises(ManifestError, match="manifest file not found"):
+        load(tmp_path / "nope.yaml")
+    (tmp_path / "broken.yaml").write_text("paper: [unclosed\n")
+    with pytest.raises(ManifestError, match="not valid YAML"):
+        load(tmp_path / "broken.yaml")
+
+
+def test_cli_reports_user_errors_in_one_line(tmp_path, capsys):
+    raw = _raw()
+    raw["experiments"][0]["methods"].append("magic")
+    path = _write(tmp_path, raw)
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("prunebench: error: ") and "\n" not in err and "magic" in err
+    assert main(["plan", str(tmp_path / "missing.yaml")]) == 2
+    assert "manifest file not found" in capsys.readouterr().err
+
+
+def test_cli_plan_lists_the_grid(capsys):
+    assert main(["plan", str(LAMP), "--ids"]) == 0
+    out = capsys.readouterr().out
+    assert "cifar10_main" in out and "densenet" in out and "total" in out
+    assert "761.08" in out  # VGG-16: 405 M training images x 6 x 313.2 M MACs (common.md §3)
+    assert len([l for l in out.splitlines() if l.endswith(")") and " (dense " in l]) == 35
