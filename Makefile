@@ -11,7 +11,7 @@ RUN_ARGS := $(if $(DOWNLOAD),--download,) $(ARGS)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 PAPERS  := $(basename $(notdir $(wildcard paper_configs/*.yaml)))
 
-.PHONY: install system-deps test reproduce-% report-% validate plan ui bench clean $(addprefix reproduce-,$(PAPERS)) $(addprefix report-,$(PAPERS))
+.PHONY: install system-deps test validate plan ui bench clean $(addprefix reproduce-,$(PAPERS)) $(addprefix report-,$(PAPERS))
 
 install: $(VENV)/.installed system-deps
 
@@ -32,10 +32,10 @@ system-deps:
 test: install
 	$(BIN)/python -m pytest
 
-reproduce-%: install
+$(addprefix reproduce-,$(PAPERS)): reproduce-%: install
 	$(BIN)/prunebench run paper_configs/$*.yaml --profile $(PROFILE) $(RUN_ARGS)
 
-report-%: install
+$(addprefix report-,$(PAPERS)): report-%: install
 	$(BIN)/prunebench report paper_configs/$*.yaml --profile $(PROFILE)
 
 validate: install

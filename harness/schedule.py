@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from harness import experiment
 from harness.data import load_split
 from harness.manifest import DenseSpec, Manifest, RunSpec, _build, resources_for
@@ -157,6 +159,11 @@ def _run_local(job: _Job, opts: Options, tracker: Tracker, paper: str, out: Outc
 # ----------------------------------------------------------------------------- Ray
 
 
+def _evaluations(spec: RunSpec) -> int:
+    """Rows a run reports: the dense model plus one per round (iterative), or one (gradual)."""
+    return spec.pruning.rounds + 1 if spec.procedure == "iterative" else 1
+
+
 def _trainable(config: dict) -> None:
     """One Tune trial: a dense pre-training or one grid cell."""
     import torch
@@ -193,8 +200,10 @@ def _run_ray(dense_todo: list[_Job], todo: list[_Job], opts: Options, tracker: T
     n_gpu, n_cpu = avail.get("GPU", 0.0), avail.get("CPU", 1.0)
 
     class TrackingCallback(tune.Callback):
-        def __init__(self, jobs: dict[str, _Job]):
-            self.jobs, self.mlflow = jobs, {}
+        """Driver side: MLflow writes, a progress bar, one line per finished trial."""
+
+        def __init__(self, jobs: dict[str, _Job], bar):
+            self.jobs, self.mlflow, self.bar, self.last = jobs, {}, bar, {}
 
         def on_trial_start(self, iteration, trials, trial, **info):
             job = self.jobs[trial.config["job"]["id"]]
@@ -203,18 +212,24 @@ def _run_ray(dense_todo: list[_Job], todo: list[_Job], opts: Options, tracker: T
         def on_trial_result(self, iteration, trials, trial, result, **info):
             if "round" in result:
                 tracker.log_row(self.mlflow[trial.trial_id], result)
+                self.last[trial.trial_id] = result
+                self.bar.update(1)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             job = self.jobs[trial.config["job"]["id"]]
             tracker.log_artifacts(self.mlflow[trial.trial_id], _artifacts(opts, job, paper))
             tracker.close(self.mlflow[trial.trial_id], "FINISHED")
             out.ran += job.kind == "run"
+            r = self.last.get(trial.trial_id, {})
+            self.bar.write(f"done  {job.name:<58} density {100 * r.get('density', float('nan')):6.2f}%  "
+                           f"test acc {100 * r.get('test_acc', float('nan')):5.1f}%")
 
         def on_trial_error(self, iteration, trials, trial, **info):
             job = self.jobs[trial.config["job"]["id"]]
             tracker.close(self.mlflow[trial.trial_id], "FAILED")
             err = getattr(trial, "error_msg", None) or "see the trial's error.txt under ray_results"
             out.failed.append((job.name, str(err).strip().splitlines()[-1]))
+            self.bar.write(f"FAILED {job.name}: {out.failed[-1][1]}")
 
     def resources(config: dict) -> dict:
         config = config["job"]
@@ -226,6 +241,8 @@ def _run_ray(dense_todo: list[_Job], todo: list[_Job], opts: Options, tracker: T
         if not jobs:
             continue
         by_id = {j.id: j for j in jobs}
+        evaluations = sum(1 if j.kind == "dense" else _evaluations(j.spec) for j in jobs)
+        bar = tqdm(total=evaluations, desc=f"{phase} ({len(jobs)} trials)", unit="eval", dynamic_ncols=True)
         configs = [{"id": j.id, "kind": j.kind, "spec": dataclasses.asdict(j.spec), "cpu": j.cpu,
                     "gpu": j.gpu, "threads": max(1, int(min(j.cpu, n_cpu))), "root": str(opts.paths.root),
                     "data_root": str(opts.data_root) if opts.data_root else None,
@@ -238,8 +255,11 @@ def _run_ray(dense_todo: list[_Job], todo: list[_Job], opts: Options, tracker: T
                                         trial_dirname_creator=lambda t: t.config["job"]["id"]),
             run_config=tune.RunConfig(name=f"{paper}-{profile}-{phase}-{stamp}",
                                       storage_path=str(opts.paths.ray_results),
-                                      callbacks=[TrackingCallback(by_id)], verbose=1),
+                                      callbacks=[TrackingCallback(by_id, bar)], verbose=0),
         )
-        tuner.fit()
+        try:
+            tuner.fit()
+        finally:
+            bar.close()
         if phase == "dense" and out.failed:
             return  # runs would only fail again on the missing dense models
