@@ -112,6 +112,9 @@ def execute(manifest: Manifest, specs: list[RunSpec], opts: Options, log=print) 
             out.skipped += 1
         else:
             todo.append(job)
+    for job in dense_jobs:  # trained (e.g. inside an interrupted run) but never tracked: replay
+        if _done(opts, job, paper) and job.id not in finished:
+            _run_local(job, opts, tracker, paper, out)
     needed = {j.spec.dense.id for j in todo if j.spec.dense is not None}
     dense_todo = [j for j in dense_jobs if j.id in needed and not _done(opts, j, paper)]
     if not todo:
@@ -141,7 +144,7 @@ def _run_local(job: _Job, opts: Options, tracker: Tracker, paper: str, out: Outc
     ctx = _context(opts, report=lambda row: tracker.log_row(mid, row))
     try:
         if job.kind == "dense":
-            experiment.run_dense(job.spec, ctx)
+            ctx.report(experiment.run_dense(job.spec, ctx))  # logged once even if also reported inside
         else:
             experiment.run(job.spec, ctx)
     except KeyboardInterrupt:
@@ -204,6 +207,9 @@ def _run_ray(dense_todo: list[_Job], todo: list[_Job], opts: Options, tracker: T
 
         def __init__(self, jobs: dict[str, _Job], bar):
             self.jobs, self.mlflow, self.bar, self.last = jobs, {}, bar, {}
+
+        def __getstate__(self):  # Tune pickles its state; we never restore it (resume is ours)
+            return {"jobs": self.jobs, "mlflow": self.mlflow, "last": self.last, "bar": None}
 
         def on_trial_start(self, iteration, trials, trial, **info):
             job = self.jobs[trial.config["job"]["id"]]

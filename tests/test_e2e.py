@@ -1,0 +1,85 @@
+"""The ci profile end to end: Ray Tune, MLflow, the report, the regression check against the
+committed reference, and resume after an interruption (one Ray start for the whole file)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from harness import experiment, report, schedule
+from harness.manifest import expand
+from harness.paths import Paths, read_jsonl
+from harness.tracking import RUN_ID_TAG, Tracker, run_name, run_tags
+
+from .conftest import ROOT
+
+REFERENCE = ROOT / "reports" / "lamp" / "ci"
+ACC_TOL = 5.0  # accuracy points; densities must match to 1e-6
+
+
+@pytest.mark.e2e
+def test_ci_profile_through_ray_mlflow_and_report(tmp_path, data_root, ci_manifest):
+    ray = pytest.importorskip("ray")
+    m = ci_manifest
+    specs = expand(m)
+    paths = Paths(tmp_path)
+    tracker = Tracker(paths.tracking_uri, paths.artifact_root)
+
+    # 1. An interrupted run: a crash after round 1, with its MLflow run left behind.
+    victim = next(s for s in specs if s.method == "lamp" and s.seed == 1)
+    mid = tracker.open(m.paper.key, victim, run_tags(victim, m), run_name(victim))
+    ctx = experiment.Context(paths=paths, data_root=data_root, report=lambda r: tracker.log_row(mid, r),
+                             stop_after_round=1)
+    with pytest.raises(experiment.Interrupted):
+        experiment.run(victim, ctx)
+    tracker.close(mid, "KILLED")
+    run_dir = paths.run_dir("lamp", victim.id)
+    round1 = read_jsonl(run_dir / "rounds.jsonl")[1]
+
+    # 2. The same command as `prunebench run --profile ci`: finishes the grid through Ray.
+    opts = schedule.Options(paths=paths, data_root=data_root, executor="ray")
+    try:
+        out = schedule.execute(m, specs, opts, log=lambda *_: None)
+    finally:
+        ray.shutdown()
+    assert out.failed == []
+    assert (out.total, out.ran, out.skipped) == (10, 10, 0)
+    assert out.dense_trained == 1  # seed 1's dense model was cached by the interrupted run
+
+    # 3. MLflow: one run per grid cell and per dense model, no duplicates, all finished,
+    #    one metric entry per round (the interrupted run's replayed rounds were not re-logged).
+    exp = tracker.client.get_experiment_by_name("lamp")
+    runs = tracker.client.search_runs([exp.experiment_id], max_results=1000)
+    ids = Counter(r.data.tags[RUN_ID_TAG] for r in runs)
+    assert len(runs) == 12 and max(ids.values()) == 1
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert {s.id for s in specs} <= set(ids)
+    hist = tracker.client.get_metric_history(mid, "test_acc")
+    assert sorted(h.step for h in hist) == [0, 1, 2, 3]
+    prune_run = next(r for r in runs if r.data.tags["stage"] == "prune")
+    tags = prune_run.data.tags
+    for key in ("paper", "experiment", "method", "model", "dataset", "seed", "manifest_hash", "code_version"):
+        assert tags[key], key
+    assert {a.path for a in tracker.client.list_artifacts(prune_run.info.run_id)} == \
+        {"spec.json", "rounds.jsonl", "layer_density.csv", "masks_final.pt"}
+
+    # 4. The interrupted run resumed: round 1 was not redone.
+    rows = read_jsonl(run_dir / "rounds.jsonl")
+    assert [r["round"] for r in rows] == [0, 1, 2, 3] and rows[1] == round1
+
+    # 5. Report: all five methods, 3 rounds, 2 seeds; regression against the committed reference.
+    out_dir = tmp_path / "report"
+    summary = report.build(m, specs, report.collect(specs, tracker), out_dir)
+    assert summary.n_missing_runs == 0
+    text = (out_dir / "README.md").read_text()
+    for method in ("global", "uniform", "uniform_plus", "erk", "lamp"):
+        assert f"`{method}` | 2 |" in text
+    assert "| 100% | 80.0% | 64.0% | 51.2% |" in text
+    problems = report.compare(REFERENCE / "results.csv", out_dir / "results.csv", acc_tol=ACC_TOL)
+    assert problems == [], "\n".join(problems)
+
+    # 6. Re-running the finished grid does nothing (no Ray start, no new MLflow runs).
+    again = schedule.execute(m, specs, opts, log=lambda *_: None)
+    assert (again.ran, again.skipped) == (0, 10)
+    assert len(tracker.client.search_runs([exp.experiment_id], max_results=1000)) == 12
