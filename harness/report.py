@@ -467,6 +467,12 @@ _HOW_TO_READ = (
 def _readme(manifest: Manifest, specs: list[RunSpec], cs: list[Cell], claims: list[ClaimResult],
             missing: list[RunSpec], plots: dict[str, str]) -> str:
     lines = _paper_lines(manifest)
+    seeds = {e.name: len(e.seeds) for e in manifest.experiments}
+    short = sum(1 for c in cs if c.n < seeds.get(c.experiment, 0))
+    if missing or short:
+        lines += [f"> **Incomplete report**: {len(missing)} of {len(specs)} runs have no results and "
+                  f"{short} of {len(cs)} cells have fewer seeds than planned. Run `prunebench run` with "
+                  f"the same manifest and profile to finish the grid; cells marked — are not computed.", ""]
     lines += [_HOW_TO_READ, ""]
     for t in _tables(manifest, cs):
         e = t.experiment

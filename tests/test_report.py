@@ -228,6 +228,7 @@ def test_build_writes_all_files(manifest, specs, results, tmp_path):
     assert [c.id for c in summary.claims] == ["lamp_beats_baselines_cifar10"]
     for name in ("README.md", "results.csv", "tables.tex", "cifar10_main.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert "Incomplete report" not in (out / "README.md").read_text()
     assert (out / "cifar10_main.png").read_bytes()[:8] == PNG_MAGIC
 
     readme = (out / "README.md").read_text()
@@ -272,6 +273,7 @@ def test_missing_run_counts_and_shows_dash(manifest, specs, results, tmp_path):
     readme = (tmp_path / "README.md").read_text()
     assert "| `vgg16_w8` | `uniform` | 0 | — | — | — | — |" in readme
     assert "2 of 10 runs have no data yet" in readme
+    assert "**Incomplete report**: 2 of 10 runs have no results" in readme  # never presented as complete
     assert all(s.id in readme for s in gone)
     rows = [r for r in _csv_rows(tmp_path / "results.csv") if r["method"] == "uniform"]
     assert len(rows) == 4 and all(r["n"] == "0" and r["test_acc_mean"] == "" for r in rows)
