@@ -160,6 +160,10 @@ def cmd_run(args) -> int:
         print(f"prunebench: {len(out.failed)} run(s) failed; fix the cause and re-run the same command "
               f"(finished runs are kept)", file=sys.stderr)
         return 1
+    if out.unfinished:
+        print(f"prunebench: interrupted: {len(out.unfinished)} of {out.total} runs unfinished; re-run the same "
+              f"command to resume (finished runs and rounds are kept)", file=sys.stderr)
+        return 130
     print(f"{m.paper.key}/{m.profile}: {out.total} runs complete ({out.ran} run now, {out.skipped} already finished)")
     if not args.no_report:
         return cmd_report(argparse.Namespace(manifest=args.manifest, profile=args.profile, workdir=args.workdir,

@@ -49,6 +49,7 @@ class Outcome:
     ran: int = 0
     dense_trained: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (run name, error)
+    unfinished: list[str] = field(default_factory=list)  # interrupted (Ctrl-C) before finishing
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,9 @@ def execute(manifest: Manifest, specs: list[RunSpec], opts: Options, log=print) 
             _run_local(job, opts, tracker, paper, out)
     else:
         _run_ray(dense_todo, todo, opts, tracker, paper, out, manifest.profile)
-    out.dense_trained = len(dense_todo)
+    out.dense_trained = sum(_done(opts, j, paper) for j in dense_todo)
+    failed = {name for name, _ in out.failed}
+    out.unfinished = [j.name for j in todo if not _done(opts, j, paper) and j.name not in failed]
     return out
 
 
@@ -249,6 +252,7 @@ def _run_ray(dense_todo: list[_Job], todo: list[_Job], opts: Options, tracker: T
         by_id = {j.id: j for j in jobs}
         evaluations = sum(1 if j.kind == "dense" else _evaluations(j.spec) for j in jobs)
         bar = tqdm(total=evaluations, desc=f"{phase} ({len(jobs)} trials)", unit="eval", dynamic_ncols=True)
+        callback = TrackingCallback(by_id, bar)
         configs = [{"id": j.id, "kind": j.kind, "spec": dataclasses.asdict(j.spec), "cpu": j.cpu,
                     "gpu": j.gpu, "threads": max(1, int(min(j.cpu, n_cpu))), "root": str(opts.paths.root),
                     "data_root": str(opts.data_root) if opts.data_root else None,
@@ -261,11 +265,14 @@ def _run_ray(dense_todo: list[_Job], todo: list[_Job], opts: Options, tracker: T
                                         trial_dirname_creator=lambda t: t.config["job"]["id"]),
             run_config=tune.RunConfig(name=f"{paper}-{profile}-{phase}-{stamp}",
                                       storage_path=str(opts.paths.ray_results),
-                                      callbacks=[TrackingCallback(by_id, bar)], verbose=0),
+                                      callbacks=[callback], verbose=0),
         )
         try:
             tuner.fit()
         finally:
             bar.close()
-        if phase == "dense" and out.failed:
-            return  # runs would only fail again on the missing dense models
+            for trial_id, mid in callback.mlflow.items():  # stopped by Ctrl-C: not FINISHED, not FAILED
+                if tracker.client.get_run(mid).info.status == "RUNNING":
+                    tracker.close(mid, "KILLED")
+        if any(not _done(opts, j, paper) for j in jobs):
+            return  # interrupted or failed: later phases would only fail on what is missing

@@ -106,3 +106,19 @@ def test_fresh_optimizer_each_round(tmp_path, data_root, tiny_specs, monkeypatch
     monkeypatch.setattr(experiment, "make_optimizer", spy)
     experiment.run(tiny_specs["uniform_plus", 0], _ctx(tmp_path, data_root))
     assert len(made) == 1 + 3 and len({id(o) for o in made}) == 4  # dense + one per round
+
+
+def test_rewind_snapshot_equals_training_to_that_step(tmp_path, data_root, tiny_specs):
+    """rewind_step k > 0: the dense stage saves its weights after step k, bit-identical to a
+    pre-training that stops at k (same seed, same data order)."""
+    dense = dataclasses.replace(tiny_specs["lamp", 0].dense, steps="10it", snapshot_step=5)
+    short = dataclasses.replace(dense, steps="5it", snapshot_step=None)
+    ctx = _ctx(tmp_path, data_root)
+    experiment.run_dense(dense, ctx)
+    experiment.run_dense(short, ctx)
+    paths = Paths(tmp_path)
+    snap = torch.load(paths.dense_dir(dense.id) / "snapshot.pt")
+    five = torch.load(paths.dense_dir(short.id) / "final.pt")
+    ten = torch.load(paths.dense_dir(dense.id) / "final.pt")
+    assert all(torch.equal(snap[k], five[k]) for k in snap)
+    assert not all(torch.equal(snap[k], ten[k]) for k in snap)
