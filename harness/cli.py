@@ -13,6 +13,7 @@ from harness.data import DataError
 from harness.manifest import (ManifestError, RunSpec, duration_steps, expand, load, steps_per_epoch,
                               train_size)
 from harness.paths import Paths
+from harness.pruning.schedules import geometric_density
 
 
 def _manifest_args(p: argparse.ArgumentParser) -> None:
@@ -80,11 +81,13 @@ def cmd_validate(args) -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def _macs(arch: str, width: float, num_classes: int) -> int:
-    from harness.metrics import macs
+def _model_cost(arch: str, width: float, num_classes: int) -> tuple[int, int]:
+    """(parameters, forward MACs per image) of a model."""
+    from harness.metrics import count_params, macs
     from harness.models import build_model
 
-    return macs(build_model(arch, num_classes, width))[0]
+    model = build_model(arch, num_classes, width)
+    return count_params(model), macs(model)[0]
 
 
 def _images(spec: RunSpec) -> tuple[int, int]:
@@ -106,8 +109,8 @@ def cmd_plan(args) -> int:
     for s in specs:
         groups[(s.experiment, s.model_key, s.dataset_key)].append(s)
     print(f"{m.paper.title} ({m.paper.venue} {m.paper.year}) — profile {m.profile}")
-    header = f"{'experiment':<16} {'model':<10} {'dataset':<16} {'methods':>7} {'seeds':>5} {'runs':>5} " \
-             f"{'dense':>5} {'train images':>14} {'PFLOP':>9}"
+    header = f"{'experiment':<16} {'model':<10} {'params':>11} {'dataset':<16} {'methods':>7} {'seeds':>5} " \
+             f"{'runs':>5} {'dense':>5} {'train images':>14} {'PFLOP':>9}"
     print(header)
     print("-" * len(header))
     dense_seen: set[str] = set()
@@ -116,9 +119,10 @@ def cmd_plan(args) -> int:
     for (exp, model, ds), ss in groups.items():
         images = flop = 0
         n_dense = 0
+        n_params = _model_cost(ss[0].model.arch, ss[0].model.width, ss[0].num_classes)[0]
         for s in ss:
             pre, own = _images(s)
-            fwd = _macs(s.model.arch, s.model.width, s.num_classes)
+            fwd = _model_cost(s.model.arch, s.model.width, s.num_classes)[1]
             images += own
             flop += 6 * fwd * own
             if s.dense is not None and s.dense.id not in dense_seen:
@@ -130,13 +134,17 @@ def cmd_plan(args) -> int:
         tot_dense += n_dense
         tot_img += images
         tot_flop += flop
-        print(f"{exp:<16} {model:<10} {ds:<16} {len({s.method for s in ss}):>7} {len({s.seed for s in ss}):>5} "
-              f"{len(ss):>5} {n_dense:>5} {images:>14,} {flop / 1e15:>9.2f}")
+        print(f"{exp:<16} {model:<10} {n_params:>11,} {ds:<16} {len({s.method for s in ss}):>7} "
+              f"{len({s.seed for s in ss}):>5} {len(ss):>5} {n_dense:>5} {images:>14,} {flop / 1e15:>9.2f}")
     print("-" * len(header))
-    print(f"{'total':<16} {'':<10} {'':<16} {'':>7} {'':>5} {tot_runs:>5} {tot_dense:>5} {tot_img:>14,} "
-          f"{tot_flop / 1e15:>9.2f}")
-    print(f"compute: training FLOPs ≈ 6 × forward MACs × training images (dense kernels with masks); "
-          f"evaluation passes excluded. Rounds per run: {m.pruning.rounds}.")
+    print(f"{'total':<16} {'':<10} {'':>11} {'':<16} {'':>7} {'':>5} {tot_runs:>5} {tot_dense:>5} "
+          f"{tot_img:>14,} {tot_flop / 1e15:>9.2f}")
+    p = m.pruning
+    print(f"iterative pruning: {p.rounds} rounds of {100 * p.amount_per_round:g}% of the remaining weights, "
+          f"remaining {100 * geometric_density(p.amount_per_round, 1):.1f}% → "
+          f"{100 * geometric_density(p.amount_per_round, p.rounds):.3g}% of the prunable weights")
+    print("compute: training FLOPs ≈ 6 × forward MACs × training images (dense kernels with masks); "
+          "evaluation passes excluded")
     if args.ids:
         for s in specs:
             dense = f" (dense {s.dense.id})" if s.dense else ""

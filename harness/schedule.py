@@ -17,7 +17,6 @@ row to MLflow in one batched call, so parallel trials never write the SQLite fil
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -196,7 +195,6 @@ def _run_ray(dense_todo: list[_Job], todo: list[_Job], opts: Options, tracker: T
     import ray
     from ray import tune
 
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     if not ray.is_initialized():
         if opts.ray_address:
             ray.init(address=opts.ray_address, include_dashboard=False, logging_level="WARNING")

@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from harness import __version__
@@ -140,9 +140,6 @@ class Tracker:
 
     def close(self, mlflow_run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(mlflow_run_id, status=status)
-
-    def set_tag(self, mlflow_run_id: str, key: str, value: str) -> None:
-        self.client.log_batch(mlflow_run_id, tags=[RunTag(key, value)])
 
     def rows(self, mlflow_run_id: str) -> dict[int, dict[str, float]]:
         """round -> {metric: value} (the latest value logged for that round)."""
