@@ -124,7 +124,7 @@ def execute(manifest: Manifest, specs: list[RunSpec], opts: Options, log=print) 
     log(f"{paper}/{manifest.profile}: {len(todo)} of {out.total} runs to do "
         f"({out.skipped} finished), {len(dense_todo)} dense pre-trainings")
     if opts.executor == "local":
-        for job in [*dense_todo, *todo]:
+        for job in tqdm([*dense_todo, *todo], desc="runs (local)", unit="run", dynamic_ncols=True):
             _run_local(job, opts, tracker, paper, out)
     else:
         _run_ray(dense_todo, todo, opts, tracker, paper, out, manifest.profile)
