@@ -17,6 +17,7 @@ row to MLflow in one batched call, so parallel trials never write the SQLite fil
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,22 +196,26 @@ def _run_ray(dense_todo: list[_Job], todo: list[_Job], opts: Options, tracker: T
     import ray
     from ray import tune
 
+    # Tune's console (config boxes, per-trial tables) is replaced by the progress bar and the
+    # one line per finished trial printed by TrackingCallback; RAY_AIR_NEW_OUTPUT=1 brings it back.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if not ray.is_initialized():
         if opts.ray_address:
-            ray.init(address=opts.ray_address, include_dashboard=False, logging_level="WARNING")
-        else:
-            ray.init(include_dashboard=False, logging_level="WARNING")
+            ray.init(address=opts.ray_address, include_dashboard=False, logging_level="WARNING",
+                     log_to_driver=False)
+        else:  # trial output stays in Ray's logs; failures are reported with their traceback file
+            ray.init(include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     avail = ray.cluster_resources()
     n_gpu, n_cpu = avail.get("GPU", 0.0), avail.get("CPU", 1.0)
 
     class TrackingCallback(tune.Callback):
         """Driver side: MLflow writes, a progress bar, one line per finished trial."""
 
-        def __init__(self, jobs: dict[str, _Job], bar):
-            self.jobs, self.mlflow, self.bar, self.last = jobs, {}, bar, {}
+        def __init__(self, jobs: dict[str, _Job], bar, experiment: str):
+            self.jobs, self.mlflow, self.bar, self.last, self.experiment = jobs, {}, bar, {}, experiment
 
         def __getstate__(self):  # Tune pickles its state; we never restore it (resume is ours)
-            return {"jobs": self.jobs, "mlflow": self.mlflow, "last": self.last, "bar": None}
+            return {**self.__dict__, "bar": None}
 
         def on_trial_start(self, iteration, trials, trial, **info):
             job = self.jobs[trial.config["job"]["id"]]
@@ -234,8 +239,12 @@ def _run_ray(dense_todo: list[_Job], todo: list[_Job], opts: Options, tracker: T
         def on_trial_error(self, iteration, trials, trial, **info):
             job = self.jobs[trial.config["job"]["id"]]
             tracker.close(self.mlflow[trial.trial_id], "FAILED")
-            err = getattr(trial, "error_msg", None) or "see the trial's error.txt under ray_results"
-            out.failed.append((job.name, str(err).strip().splitlines()[-1]))
+            lines = []
+            if trial.error_file and Path(trial.error_file).is_file():
+                lines = [l for l in Path(trial.error_file).read_text().splitlines() if l.strip()]
+            last = lines[-1].strip() if lines else "unknown error"
+            where = opts.paths.ray_results / self.experiment / job.id / "error.txt"
+            out.failed.append((job.name, f"{last} (traceback: {where})"))
             self.bar.write(f"FAILED {job.name}: {out.failed[-1][1]}")
 
     def resources(config: dict) -> dict:
@@ -250,7 +259,8 @@ def _run_ray(dense_todo: list[_Job], todo: list[_Job], opts: Options, tracker: T
         by_id = {j.id: j for j in jobs}
         evaluations = sum(1 if j.kind == "dense" else _evaluations(j.spec) for j in jobs)
         bar = tqdm(total=evaluations, desc=f"{phase} ({len(jobs)} trials)", unit="eval", dynamic_ncols=True)
-        callback = TrackingCallback(by_id, bar)
+        name = f"{paper}-{profile}-{phase}-{stamp}"
+        callback = TrackingCallback(by_id, bar, name)
         configs = [{"id": j.id, "kind": j.kind, "spec": dataclasses.asdict(j.spec), "cpu": j.cpu,
                     "gpu": j.gpu, "threads": max(1, int(min(j.cpu, n_cpu))), "root": str(opts.paths.root),
                     "data_root": str(opts.data_root) if opts.data_root else None,
@@ -261,7 +271,7 @@ def _run_ray(dense_todo: list[_Job], todo: list[_Job], opts: Options, tracker: T
             tune_config=tune.TuneConfig(reuse_actors=True,
                                         trial_name_creator=lambda t: by_id[t.config["job"]["id"]].name,
                                         trial_dirname_creator=lambda t: t.config["job"]["id"]),
-            run_config=tune.RunConfig(name=f"{paper}-{profile}-{phase}-{stamp}",
+            run_config=tune.RunConfig(name=name,
                                       storage_path=str(opts.paths.ray_results),
                                       callbacks=[callback], verbose=0),
         )
