@@ -351,7 +351,7 @@ def _apply_profile(raw: dict, profile: str, where: str) -> dict:
     for k in prof:
         if k not in _PROFILE_KEYS:
             raise ManifestError(f"{where}: {key}.{k}: unknown key (expected one of: {', '.join(sorted(_PROFILE_KEYS))})")
-    out = _deep_merge(raw, prof.get("set") or {}, where, f"{key}.set")
+    out = _deep_merge(raw, prof.get("set") or {})
     exps = out.get("experiments") or []
     if "experiments" in prof:
         wanted = prof["experiments"]
@@ -374,12 +374,10 @@ def _apply_profile(raw: dict, profile: str, where: str) -> dict:
     return out
 
 
-def _deep_merge(base: Any, over: Any, where: str, key: str) -> Any:
+def _deep_merge(base: Any, over: Any) -> Any:
+    """``over`` merged into ``base``: mappings key by key, anything else replaced."""
     if isinstance(base, dict) and isinstance(over, dict):
-        out = dict(base)
-        for k, v in over.items():
-            out[k] = _deep_merge(base[k], v, where, f"{key}.{k}") if k in base else v
-        return out
+        return {**base, **{k: _deep_merge(base[k], v) if k in base else v for k, v in over.items()}}
     return over
 
 
@@ -590,7 +588,7 @@ def _resolve(m: Manifest, e: Experiment, model_key: str, where: str, key: str) -
         for k in over:
             if k not in base:
                 raise ManifestError(f"{where}: {key}.{sub}.{k}: unknown key (expected one of: eval, pruning, training)")
-        base = _deep_merge(base, over, where, f"{key}.{sub}")
+        base = _deep_merge(base, over)
     training = _build(TrainingConfig, base["training"], where, f"{key} (resolved).training")
     ev = _build(EvalConfig, base["eval"], where, f"{key} (resolved).eval")
     pruning = _build(PruningConfig, base["pruning"], where, f"{key} (resolved).pruning")

@@ -76,7 +76,7 @@ class TrainResult:
 
 def train(model: nn.Module, data: DeviceData, *, steps: int, optimizer: torch.optim.Optimizer,
           scheduler, batch_size: int, drop_last: bool, seed: int, hooks: StepHooks | None = None,
-          precision: str = "fp32", progress=None) -> TrainResult:
+          precision: str = "fp32") -> TrainResult:
     """Run ``steps`` optimizer steps; the data order and augmentation are drawn from ``seed``."""
     hooks = hooks or StepHooks()
     device = data.device
@@ -106,8 +106,6 @@ def train(model: nn.Module, data: DeviceData, *, steps: int, optimizer: torch.op
             correct += (out.detach().argmax(1) == y).sum()
             seen += y.numel()
             step += 1
-            if progress is not None:
-                progress(step)
     return TrainResult(steps, float(loss_sum) / max(steps, 1), float(correct) / max(seen, 1))
 
 
