@@ -126,7 +126,7 @@ def execute(manifest: Manifest, specs: list[RunSpec], opts: Options, log=print) 
         f"({out.skipped} finished), {len(dense_todo)} dense pre-trainings")
     if opts.executor == "local":
         for job in tqdm([*dense_todo, *todo], desc="runs (local)", unit="run", dynamic_ncols=True):
-            _run_local(job, opts, tracker, paper, out)
+            out.ran += _run_local(job, opts, tracker, paper, out) and job.kind == "run"
     else:
         _run_ray(dense_todo, todo, opts, tracker, paper, out, manifest.profile)
     out.dense_trained = sum(_done(opts, j, paper) for j in dense_todo)
@@ -142,7 +142,8 @@ def _preflight(jobs: list[_Job], opts: Options) -> None:
         load_split(source, root, train=False, download=opts.download)
 
 
-def _run_local(job: _Job, opts: Options, tracker: Tracker, paper: str, out: Outcome) -> None:
+def _run_local(job: _Job, opts: Options, tracker: Tracker, paper: str, out: Outcome) -> bool:
+    """Run (or, when finished on disk, just replay into MLflow) one job in this process."""
     mid = tracker.open(paper, job.spec, job.tags, job.name)
     ctx = _context(opts, report=lambda row: tracker.log_row(mid, row))
     try:
@@ -156,10 +157,10 @@ def _run_local(job: _Job, opts: Options, tracker: Tracker, paper: str, out: Outc
     except Exception as e:  # recorded, reported at the end; the grid goes on
         tracker.close(mid, "FAILED")
         out.failed.append((job.name, f"{type(e).__name__}: {e}"))
-        return
+        return False
     tracker.log_artifacts(mid, _artifacts(opts, job, paper))
     tracker.close(mid, "FINISHED")
-    out.ran += job.kind == "run"
+    return True
 
 
 # ----------------------------------------------------------------------------- Ray

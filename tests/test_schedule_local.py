@@ -34,13 +34,15 @@ def test_local_executor_tracks_every_run_and_replays_lost_tracking(tmp_path, dat
     before = tracker.rows(lamp.info.run_id)
     assert sorted(before) == [0, 1, 2] and abs(before[2]["density"] - 0.64) < 1e-3
 
-    # The MLflow store is lost; the runs are finished on disk: re-running re-logs, trains nothing.
-    (tmp_path / "mlflow.db").unlink()
+    # A new, empty MLflow store (lost, or a tracking server set up afterwards); the runs are
+    # finished on disk: re-running logs them there without training anything.
+    new_store = f"sqlite:///{tmp_path / 'other.db'}"
+    opts = dataclasses.replace(opts, tracking_uri=new_store)
     trained = []
     monkeypatch.setattr(experiment, "train", lambda *a, **k: trained.append(1))
     again = schedule.execute(ci_manifest, specs, opts, log=lambda *_: None)
-    assert trained == [] and (again.ran, again.skipped) == (0, 2)
-    tracker = Tracker(paths.tracking_uri)
+    assert trained == [] and (again.ran, again.skipped, again.dense_trained) == (0, 2, 0)
+    tracker = Tracker(new_store)
     runs = _runs(tracker)
     assert sorted(r.data.tags[RUN_ID_TAG] for r in runs) == sorted([specs[0].dense.id] + [s.id for s in specs])
     replayed = next(r for r in runs if r.data.tags.get("method") == "lamp")
