@@ -125,14 +125,21 @@ def execute(manifest: Manifest, specs: list[RunSpec], opts: Options, log=print) 
     log(f"{paper}/{manifest.profile}: {len(todo)} of {out.total} runs to do "
         f"({out.skipped} finished), {len(dense_todo)} dense pre-trainings")
     if opts.executor == "local":
-        for job in tqdm([*dense_todo, *todo], desc="runs (local)", unit="run", dynamic_ncols=True):
-            out.ran += _run_local(job, opts, tracker, paper, out) and job.kind == "run"
+        for job in dense_todo:
+            _run_local(job, opts, tracker, paper, out)
+        for job in tqdm(_ready(todo, opts), desc="runs (local)", unit="run", dynamic_ncols=True):
+            out.ran += _run_local(job, opts, tracker, paper, out)
     else:
         _run_ray(dense_todo, todo, opts, tracker, paper, out, manifest.profile)
     out.dense_trained = sum(_done(opts, j, paper) for j in dense_todo)
     failed = {name for name, _ in out.failed}
     out.unfinished = [j.name for j in todo if not _done(opts, j, paper) and j.name not in failed]
     return out
+
+
+def _ready(runs: list[_Job], opts: Options) -> list[_Job]:
+    """The runs whose dense model exists (a failed pre-training is not retried once per run)."""
+    return [j for j in runs if j.spec.dense is None or (opts.paths.dense_dir(j.spec.dense.id) / "DONE").exists()]
 
 
 def _preflight(jobs: list[_Job], opts: Options) -> None:
@@ -200,12 +207,9 @@ def _run_ray(dense_todo: list[_Job], todo: list[_Job], opts: Options, tracker: T
     # Tune's console (config boxes, per-trial tables) is replaced by the progress bar and the
     # one line per finished trial printed by TrackingCallback; RAY_AIR_NEW_OUTPUT=1 brings it back.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    if not ray.is_initialized():
-        if opts.ray_address:
-            ray.init(address=opts.ray_address, include_dashboard=False, logging_level="WARNING",
-                     log_to_driver=False)
-        else:  # trial output stays in Ray's logs; failures are reported with their traceback file
-            ray.init(include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    if not ray.is_initialized():  # address None: a local Ray. Trial output stays in Ray's logs;
+        # failures are reported with their traceback file.
+        ray.init(address=opts.ray_address, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     avail = ray.cluster_resources()
     n_gpu, n_cpu = avail.get("GPU", 0.0), avail.get("CPU", 1.0)
 
@@ -254,7 +258,8 @@ def _run_ray(dense_todo: list[_Job], todo: list[_Job], opts: Options, tracker: T
         return {"cpu": min(config["cpu"], n_cpu), "gpu": min(gpu, n_gpu)}
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    for phase, jobs in (("dense", dense_todo), ("runs", todo)):
+    for phase in ("dense", "runs"):
+        jobs = dense_todo if phase == "dense" else _ready(todo, opts)
         if not jobs:
             continue
         by_id = {j.id: j for j in jobs}
@@ -283,5 +288,6 @@ def _run_ray(dense_todo: list[_Job], todo: list[_Job], opts: Options, tracker: T
             for trial_id, mid in callback.mlflow.items():  # stopped by Ctrl-C: not FINISHED, not FAILED
                 if tracker.client.get_run(mid).info.status == "RUNNING":
                     tracker.close(mid, "KILLED")
-        if any(not _done(opts, j, paper) for j in jobs):
-            return  # interrupted or failed: later phases would only fail on what is missing
+        failed = {name for name, _ in out.failed}
+        if any(not _done(opts, j, paper) and j.name not in failed for j in jobs):
+            return  # interrupted (Ctrl-C): start nothing more

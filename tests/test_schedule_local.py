@@ -7,7 +7,7 @@ import dataclasses
 from harness import experiment, schedule
 from harness.manifest import expand
 from harness.paths import Paths
-from harness.tracking import RUN_ID_TAG, Tracker
+from harness.tracking import RUN_ID_TAG, Tracker, run_name
 
 from .conftest import shrink
 
@@ -59,3 +59,14 @@ def test_a_failing_run_is_recorded_and_the_grid_goes_on(tmp_path, data_root, ci_
     assert "needs pruning.gradual" in err
     statuses = {r.data.tags[RUN_ID_TAG]: r.info.status for r in _runs(Tracker(Paths(tmp_path).tracking_uri))}
     assert statuses[good.id] == "FINISHED" and statuses[bad.id] == "FAILED"
+
+
+def test_a_failed_dense_pretraining_is_not_retried_per_run(tmp_path, data_root, ci_manifest):
+    specs = [shrink(s, rounds=1) for s in expand(ci_manifest) if s.method in ("lamp", "erk")]
+    broken = [dataclasses.replace(s, model=dataclasses.replace(s.model, arch="no_such_model"))
+              for s in specs if s.seed == 1]  # its dense pre-training fails (unknown model)
+    good = [s for s in specs if s.seed == 0]
+    opts = schedule.Options(paths=Paths(tmp_path), data_root=data_root, executor="local")
+    out = schedule.execute(ci_manifest, good + broken, opts, log=lambda *_: None)
+    assert len(out.failed) == 1 and out.failed[0][0].startswith("dense/") and "no_such_model" in out.failed[0][1]
+    assert out.ran == 2 and sorted(out.unfinished) == sorted(run_name(s) for s in broken)
