@@ -26,7 +26,7 @@ from harness.manifest import (DatasetConfig, DenseSpec, EvalConfig, RunSpec, can
                               duration_steps, steps_per_epoch)
 from harness.models import build_model
 from harness.paths import Paths, atomic_save, atomic_write_text, read_jsonl, write_json
-from harness.pruning.allocation import Layer, target_amount
+from harness.pruning.allocation import target_amount
 from harness.pruning.masks import MaskSet, overall_density
 from harness.pruning.methods import PROCEDURES
 from harness.pruning.schedules import cubic_sparsity
@@ -145,8 +145,7 @@ class GradualHook(StepHooks):
     def after_optimizer_step(self, step: int) -> None:
         t = step + 1
         if t % self.every == 0 and self.start <= t <= self.end:
-            layers = [Layer(n, p.detach(), self.masks.masks[n], p.numel()) for n, p in self.masks.params.items()]
-            amount = target_amount(layers, self.target_density(t))
+            amount = target_amount(self.masks.layers(), self.target_density(t))
             if amount > 0:
                 self.masks.prune_(self.score, self.allocation, amount)
                 self.updates += 1

@@ -71,10 +71,13 @@ class MaskSet:
         return iter(self.masks.items())
 
     # -- pruning
+    def layers(self) -> list[Layer]:
+        """The prunable tensors as the allocation rules see them (forward order)."""
+        return [Layer(n, p.detach(), self.masks[n], p.numel()) for n, p in self.params.items()]
+
     def prune_(self, score: str, allocation: str, amount: float) -> None:
         """One pruning step through the shared score -> allocation -> mask pipeline."""
-        layers = [Layer(n, p.detach(), self.masks[n], p.numel()) for n, p in self.params.items()]
-        new = prune(layers, score=score, allocation=allocation, amount=amount)
+        new = prune(self.layers(), score=score, allocation=allocation, amount=amount)
         self.masks = {n: m for n, m in zip(self.params, new)}
         self._refresh()
         self.apply_()
