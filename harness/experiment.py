@@ -206,14 +206,19 @@ def _run_iterative(spec: RunSpec, ctx: Context, d: Path) -> list[dict]:
     masks = MaskSet.for_model(model, spec.pruning.prunable)
     dense_macs = model_metrics.macs(model)[0]
     rows_path, ckpt_path = d / "rounds.jsonl", d / "checkpoint.pt"
-    rows = read_jsonl(rows_path)
+    t = spec.training
+    keep_optimizer = not spec.pruning.fresh_optimizer_each_round
+    opt = None
     start = 1
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location=device)
         model.load_state_dict(ck["model"])
         masks.set_masks_(ck["masks"])
+        if keep_optimizer:
+            opt = make_optimizer(t.optimizer, model.parameters())
+            opt.load_state_dict(ck["optimizer"])
         start = ck["round"] + 1
-        rows = rows[: start]  # rows 0..round; anything later was not checkpointed
+        rows = read_jsonl(rows_path)[: start]  # rows 0..round; anything later was not checkpointed
     else:
         rows = [{**dense_row, **_measure(model, masks, dense_macs)}]
         _save_rows(rows_path, rows)
@@ -224,16 +229,14 @@ def _run_iterative(spec: RunSpec, ctx: Context, d: Path) -> list[dict]:
     if spec.pruning.rewind_step is not None:
         name = "init.pt" if spec.pruning.rewind_step == 0 else "snapshot.pt"
         rewind_state = torch.load(dense_dir / name, map_location=device)
-    t = spec.training
     spe = steps_per_epoch(data.n_train, t.batch_size, t.drop_last)
     retrain_steps = duration_steps(t.retrain, spe)
-    opt = None
     for k in range(start, spec.pruning.rounds + 1):
         masks.prune_(spec.score, spec.allocation, spec.pruning.amount_per_round)
         if rewind_state is not None:
             model.load_state_dict(rewind_state)  # every parameter and buffer back to the rewind point
             masks.apply_()
-        if opt is None or spec.pruning.fresh_optimizer_each_round:
+        if opt is None or not keep_optimizer:
             opt = make_optimizer(t.optimizer, model.parameters())
         sched = make_scheduler(opt, t.lr_schedule, spe)
         res = train(model, data, steps=retrain_steps, optimizer=opt, scheduler=sched, batch_size=t.batch_size,
@@ -243,7 +246,10 @@ def _run_iterative(spec: RunSpec, ctx: Context, d: Path) -> list[dict]:
                **evaluate_model(model, data, spec.eval, spec.seed, t.precision)}
         rows.append(row)
         _save_rows(rows_path, rows)
-        atomic_save({"round": k, "model": model.state_dict(), "masks": masks.state_dict()}, ckpt_path)
+        ckpt = {"round": k, "model": model.state_dict(), "masks": masks.state_dict()}
+        if keep_optimizer:  # carried across rounds, so a resumed run must get it back
+            ckpt["optimizer"] = opt.state_dict()
+        atomic_save(ckpt, ckpt_path)
         ctx.report(row)
         if ctx.stop_after_round == k and k < spec.pruning.rounds:
             raise Interrupted(f"stopped after round {k} (test hook)")

@@ -31,8 +31,10 @@ def _ctx(tmp_path, data_root, rows=None, **kw):
                    report=(rows.append if rows is not None else (lambda r: None)), **kw)
 
 
-def test_resumed_run_equals_uninterrupted_run(tmp_path, data_root, tiny_specs, count_training):
+@pytest.mark.parametrize("fresh_optimizer", [True, False])
+def test_resumed_run_equals_uninterrupted_run(tmp_path, data_root, tiny_specs, count_training, fresh_optimizer):
     spec = tiny_specs["lamp", 0]
+    spec = dataclasses.replace(spec, pruning=dataclasses.replace(spec.pruning, fresh_optimizer_each_round=fresh_optimizer))
     full = experiment.run(spec, _ctx(tmp_path / "a", data_root))
     assert [r["round"] for r in full] == [0, 1, 2, 3]
 
