@@ -75,7 +75,6 @@ class Tracker:
 
     def __init__(self, tracking_uri: str, artifact_root: Path | None = None):
         self.client = MlflowClient(tracking_uri=tracking_uri)
-        self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root
         self._logged_steps: dict[str, set[int]] = {}
 
@@ -112,7 +111,7 @@ class Tracker:
                 self.client.update_run(mid, status="RUNNING")
             return mid
         run = self.client.create_run(self.experiment_id(paper), run_name=name, tags=tags)
-        params = [Param(k, v) for k, v in _flatten(_spec_dict(spec)).items()]
+        params = [Param(k, v) for k, v in _flatten(dataclasses.asdict(spec)).items()]
         for i in range(0, len(params), 100):
             self.client.log_batch(run.info.run_id, params=params[i:i + 100])
         return run.info.run_id
@@ -149,6 +148,3 @@ class Tracker:
                 out.setdefault(m.step, {})[key] = m.value
         return out
 
-
-def _spec_dict(spec) -> dict:
-    return dataclasses.asdict(spec)
