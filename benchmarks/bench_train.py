@@ -24,8 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.data import DeviceData  # noqa: E402
-from harness.experiment import _MaskHook  # noqa: E402
-from harness.manifest import OptimizerConfig  # noqa: E402
+from harness.pruning.masks import MaskHook  # noqa: E402
+from harness.config import OptimizerConfig  # noqa: E402
 from harness.metrics import macs  # noqa: E402
 from harness.models import MODELS, build_model  # noqa: E402
 from harness.pruning.masks import MaskSet  # noqa: E402
@@ -56,7 +56,7 @@ def bench_model(arch: str, data: DeviceData, *, width: float, batch: int, steps:
     masks.prune_("lamp", "global", 0.5)  # a realistic mask: half the weights gone
     opt = make_optimizer(OptimizerConfig(name="adamw", lr=3e-4, weight_decay=0.01, betas=(0.9, 0.999), eps=1e-8),
                          model.parameters())
-    kw = dict(optimizer=opt, scheduler=None, batch_size=batch, drop_last=True, hooks=_MaskHook(masks),
+    kw = dict(optimizer=opt, scheduler=None, batch_size=batch, drop_last=True, hooks=MaskHook(masks),
               precision=precision)
     train(model, data, steps=warmup, seed=0, **kw)
     _sync(device)

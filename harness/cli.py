@@ -9,11 +9,9 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from harness.config import ManifestError, RunSpec, expand, load, load_all, train_size
 from harness.data import DataError
-from harness.manifest import (ManifestError, RunSpec, duration_steps, expand, load, steps_per_epoch,
-                              train_size)
 from harness.paths import Paths
-from harness.pruning.schedules import geometric_density
 
 
 def _manifest_args(p: argparse.ArgumentParser) -> None:
@@ -31,8 +29,9 @@ def _store_args(p: argparse.ArgumentParser) -> None:
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="prunebench", description="Reproduce pruning papers from their manifests.")
     sub = ap.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("validate", help="check a manifest and exit")
-    _manifest_args(p)
+    p = sub.add_parser("validate", help="check a manifest (every profile, or --profile) and exit")
+    p.add_argument("manifest", help="paper manifest, e.g. paper_configs/lamp.yaml")
+    p.add_argument("--profile", default=None, help="check only this profile (default: full and every profile)")
     p = sub.add_parser("plan", help="list the runs a manifest expands to, without running anything")
     _manifest_args(p)
     p.add_argument("--ids", action="store_true", help="list every run id and name")
@@ -73,10 +72,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_validate(args) -> int:
-    m = load(args.manifest, args.profile)
-    specs = expand(m)
-    print(f"{args.manifest} [{m.profile}]: valid — {len(m.experiments)} experiments, {len(specs)} runs, "
-          f"{len(m.claims)} claims, {len(m.deviations)} deviations")
+    for m in load_all(args.manifest, args.profile):
+        specs = expand(m)
+        print(f"{args.manifest} [{m.profile}]: valid — {len(m.experiments)} experiments, {len(specs)} runs, "
+              f"{len(m.claims)} claims, {len(m.deviations)} deviations")
     return 0
 
 
@@ -90,16 +89,6 @@ def _model_cost(arch: str, width: float, num_classes: int) -> tuple[int, int]:
     return count_params(model), macs(model)[0]
 
 
-def _images(spec: RunSpec) -> tuple[int, int]:
-    """(training images of the dense pre-training, training images of the run itself)."""
-    t = spec.training
-    spe = steps_per_epoch(train_size(spec.dataset), t.batch_size, t.drop_last)
-    if spec.procedure == "iterative":
-        return duration_steps(t.pretrain, spe) * t.batch_size, \
-            duration_steps(t.retrain, spe) * t.batch_size * spec.pruning.rounds
-    return 0, duration_steps(t.pretrain, spe) * t.batch_size
-
-
 def cmd_plan(args) -> int:
     from harness.tracking import run_name
 
@@ -109,8 +98,8 @@ def cmd_plan(args) -> int:
     for s in specs:
         groups[(s.experiment, s.model_key, s.dataset_key)].append(s)
     print(f"{m.paper.title} ({m.paper.venue} {m.paper.year}) — profile {m.profile}")
-    header = f"{'experiment':<16} {'model':<10} {'params':>11} {'dataset':<16} {'methods':>7} {'seeds':>5} " \
-             f"{'runs':>5} {'dense':>5} {'train images':>14} {'PFLOP':>9}"
+    header = f"{'experiment':<16} {'model':<10} {'params':>11} {'dataset':<16} {'seeds':>5} " \
+             f"{'runs':>5} {'dense':>5} {'train images':>14} {'PFLOP':>9}  methods"
     print(header)
     print("-" * len(header))
     dense_seen: set[str] = set()
@@ -119,12 +108,13 @@ def cmd_plan(args) -> int:
     for (exp, model, ds), ss in groups.items():
         images = flop = 0
         n_dense = 0
-        n_params = _model_cost(ss[0].model.arch, ss[0].model.width, ss[0].num_classes)[0]
+        n_params, fwd = _model_cost(ss[0].model.arch, ss[0].model.width, ss[0].num_classes)
+        n_train = train_size(ss[0].dataset)
         for s in ss:
-            pre, own = _images(s)
-            fwd = _model_cost(s.model.arch, s.model.width, s.num_classes)[1]
-            images += own
-            flop += 6 * fwd * own
+            pre, own = s.proc.images(s, n_train)
+            select = s.proc.selection_cost(s, n_train)
+            images += own + select
+            flop += 6 * fwd * (own + select)
             if s.dense is not None and s.dense.id not in dense_seen:
                 dense_seen.add(s.dense.id)
                 n_dense += 1
@@ -134,17 +124,20 @@ def cmd_plan(args) -> int:
         tot_dense += n_dense
         tot_img += images
         tot_flop += flop
-        print(f"{exp:<16} {model:<10} {n_params:>11,} {ds:<16} {len({s.method for s in ss}):>7} "
-              f"{len({s.seed for s in ss}):>5} {len(ss):>5} {n_dense:>5} {images:>14,} {flop / 1e15:>9.2f}")
+        methods = ", ".join(dict.fromkeys(s.method for s in ss))
+        print(f"{exp:<16} {model:<10} {n_params:>11,} {ds:<16} {len({s.seed for s in ss}):>5} {len(ss):>5} "
+              f"{n_dense:>5} {images:>14,} {flop / 1e15:>9.2f}  {methods}")
     print("-" * len(header))
-    print(f"{'total':<16} {'':<10} {'':>11} {'':<16} {'':>7} {'':>5} {tot_runs:>5} {tot_dense:>5} "
+    print(f"{'total':<16} {'':<10} {'':>11} {'':<16} {'':>5} {tot_runs:>5} {tot_dense:>5} "
           f"{tot_img:>14,} {tot_flop / 1e15:>9.2f}")
-    p = m.pruning
-    print(f"iterative pruning: {p.rounds} rounds of {100 * p.amount_per_round:g}% of the remaining weights, "
-          f"remaining {100 * geometric_density(p.amount_per_round, 1):.1f}% → "
-          f"{100 * geometric_density(p.amount_per_round, p.rounds):.3g}% of the prunable weights")
-    print("compute: training FLOPs ≈ 6 × forward MACs × training images (dense kernels with masks); "
-          "evaluation passes excluded")
+    seen_lines: set[str] = set()
+    for s in specs:
+        line = f"{s.method}: {s.proc.summary(s)}"
+        if line not in seen_lines:
+            seen_lines.add(line)
+            print(f"  {line}")
+    print("compute: training FLOPs ≈ 6 × forward MACs × training images (dense kernels with masks), mask "
+          "selection passes included; evaluation passes excluded")
     if args.ids:
         for s in specs:
             dense = f" (dense {s.dense.id})" if s.dense else ""
@@ -168,6 +161,9 @@ def cmd_run(args) -> int:
         print(f"prunebench: {len(out.failed)} run(s) failed; fix the cause and re-run the same command "
               f"(finished runs are kept)", file=sys.stderr)
         return 1
+    for name, step in out.diverged:
+        print(f"prunebench: run diverged (non-finite loss or weights at step {step}): {name}; "
+              f"it is marked FAILED/diverged in MLflow and as diverged in the report", file=sys.stderr)
     if out.unfinished:
         print(f"prunebench: interrupted: {len(out.unfinished)} of {out.total} runs unfinished; re-run the same "
               f"command to resume (finished runs and rounds are kept)", file=sys.stderr)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 __all__ = [
     "DEBIAN_FASHION_MNIST",
     "NUM_CLASSES",
+    "TRAIN_SIZES",
     "DataError",
     "DeviceData",
     "fixed_subset",
@@ -32,6 +33,8 @@ __all__ = [
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 NUM_CLASSES: dict[str, int] = {"cifar10": 10, "cifar100": 100, "svhn": 10, "fashion_mnist": 10}
+# Training-set sizes before any subset (for plans and step counts before the data is loaded).
+TRAIN_SIZES: dict[str, int] = {"cifar10": 50_000, "cifar100": 50_000, "svhn": 73_257, "fashion_mnist": 60_000}
 PAD_MODES = ("zeros", "reflect")
 EVAL_SPLITS = ("train_augmented", "train", "test")
 

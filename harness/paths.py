@@ -2,8 +2,8 @@
 
 Layout under the work directory (default: the current directory):
 
-    runs/dense/<dense_id>/        init.pt, snapshot.pt, final.pt, metrics.json, DONE
-    runs/<paper>/<run_id>/        spec.json, checkpoint.pt, rounds.jsonl, masks_final.pt,
+    runs/dense/<dense_id>/        init.pt, snapshot.pt, final.pt, train.json, eval-<eval hash>.json, DONE
+    runs/<paper>/<run_id>/        spec.json, checkpoint.pt, rows.jsonl, masks_final.pt,
                                   layer_density.csv, DONE
     mlflow.db, mlartifacts/       the embedded MLflow store
     data/                         datasets (torchvision layout)

@@ -10,13 +10,15 @@ Flow of one ``prunebench run``:
 4. Phase 2, one Tune trial per remaining cell, resuming from its last finished round.
 
 Trials report one row per evaluation through ``tune.report``; a driver-side callback logs each
-row to MLflow in one batched call, so parallel trials never write the SQLite file.
+row to MLflow in one batched call, so parallel trials never write the SQLite file. A run that
+diverged (non-finite loss or weights) ends as FAILED with a ``diverged`` tag; the grid goes on.
 ``executor="local"`` runs the same stages in-process, one after another (debugging, no Ray).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -26,8 +28,9 @@ from tqdm.auto import tqdm
 
 from harness import experiment
 from harness.data import load_split
-from harness.manifest import DenseSpec, Manifest, RunSpec, _build, resources_for
+from harness.config import DenseSpec, EvalConfig, Manifest, RunSpec, build, dense_from_dict, resources_for
 from harness.paths import Paths
+from harness.train import Diverged
 from harness.tracking import Tracker, run_name, run_tags
 
 
@@ -49,6 +52,7 @@ class Outcome:
     ran: int = 0
     dense_trained: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (run name, error)
+    diverged: list[tuple[str, int]] = field(default_factory=list)  # (run name, step)
     unfinished: list[str] = field(default_factory=list)  # interrupted (Ctrl-C) before finishing
 
 
@@ -60,6 +64,7 @@ class _Job:
     tags: dict
     cpu: float
     gpu: float
+    eval: EvalConfig | None = None  # dense jobs: how the dense model is evaluated for its MLflow run
 
     @property
     def id(self) -> str:
@@ -67,8 +72,7 @@ class _Job:
 
 
 def _done(opts: Options, job: _Job, paper: str) -> bool:
-    d = opts.paths.dense_dir(job.id) if job.kind == "dense" else opts.paths.run_dir(paper, job.id)
-    return (d / "DONE").exists()
+    return experiment.finished(opts.paths, job.spec)
 
 
 def _context(opts: Options, report=lambda row: None) -> experiment.Context:
@@ -79,9 +83,20 @@ def _context(opts: Options, report=lambda row: None) -> experiment.Context:
 def _artifacts(opts: Options, job: _Job, paper: str) -> list[Path]:
     if job.kind == "dense":
         d = opts.paths.dense_dir(job.id)
-        return [d / "spec.json", d / "metrics.json"]
-    d = opts.paths.run_dir(paper, job.id)
-    return [d / "spec.json", d / "rounds.jsonl", d / "layer_density.csv", d / "masks_final.pt"]
+        return [d / "spec.json", d / "train.json"]
+    return experiment.artifacts(opts.paths, job.spec)
+
+
+def _close(tracker: Tracker, mid: str, job: _Job, opts: Options, paper: str, out: Outcome) -> None:
+    """A job that ended normally: artifacts, then FINISHED, or FAILED + diverged tags."""
+    tracker.log_artifacts(mid, _artifacts(opts, job, paper))
+    info = experiment.diverged_info(opts.paths, job.spec)
+    if info is None:
+        tracker.close(mid, "FINISHED")
+        return
+    tracker.mark_diverged(mid, info["step"])
+    tracker.close(mid, "FAILED")
+    out.diverged.append((job.name, info["step"]))
 
 
 def plan_jobs(manifest: Manifest, specs: list[RunSpec]) -> tuple[list[_Job], list[_Job]]:
@@ -92,7 +107,8 @@ def plan_jobs(manifest: Manifest, specs: list[RunSpec]) -> tuple[list[_Job], lis
         res = resources_for(manifest, s)
         if s.dense is not None and s.dense.id not in dense:
             dense[s.dense.id] = _Job("dense", s.dense, run_name(s.dense, s.model_key, s.dataset_key),
-                                     run_tags(s.dense, manifest, s.model_key, s.dataset_key), res.cpu, res.gpu)
+                                     run_tags(s.dense, manifest, s.model_key, s.dataset_key), res.cpu, res.gpu,
+                                     eval=s.eval)
         runs.append(_Job("run", s, run_name(s), run_tags(s, manifest), res.cpu, res.gpu))
     return list(dense.values()), runs
 
@@ -139,7 +155,7 @@ def execute(manifest: Manifest, specs: list[RunSpec], opts: Options, log=print) 
 
 def _ready(runs: list[_Job], opts: Options) -> list[_Job]:
     """The runs whose dense model exists (a failed pre-training is not retried once per run)."""
-    return [j for j in runs if j.spec.dense is None or (opts.paths.dense_dir(j.spec.dense.id) / "DONE").exists()]
+    return [j for j in runs if j.spec.dense is None or experiment.finished(opts.paths, j.spec.dense)]
 
 
 def _preflight(jobs: list[_Job], opts: Options) -> None:
@@ -155,18 +171,19 @@ def _run_local(job: _Job, opts: Options, tracker: Tracker, paper: str, out: Outc
     ctx = _context(opts, report=lambda row: tracker.log_row(mid, row))
     try:
         if job.kind == "dense":
-            ctx.report(experiment.run_dense(job.spec, ctx))  # logged once even if also reported inside
+            ctx.report(experiment.run_dense(job.spec, ctx, job.eval))
         else:
             experiment.run(job.spec, ctx)
     except KeyboardInterrupt:
         tracker.close(mid, "KILLED")
         raise
+    except Diverged:
+        pass  # a result, not an error: _close marks it (the DIVERGED file says where)
     except Exception as e:  # recorded, reported at the end; the grid goes on
         tracker.close(mid, "FAILED")
         out.failed.append((job.name, f"{type(e).__name__}: {e}"))
         return False
-    tracker.log_artifacts(mid, _artifacts(opts, job, paper))
-    tracker.close(mid, "FINISHED")
+    _close(tracker, mid, job, opts, paper, out)
     return True
 
 
@@ -174,8 +191,11 @@ def _run_local(job: _Job, opts: Options, tracker: Tracker, paper: str, out: Outc
 
 
 def _evaluations(spec: RunSpec) -> int:
-    """Rows a run reports: the dense model plus one per round (iterative), or one (gradual)."""
-    return spec.pruning.rounds + 1 if spec.procedure == "iterative" else 1
+    """Rows a finished run reports (its procedure plans them)."""
+    return len(spec.proc.planned_rows(spec))
+
+
+ROW_KEY = "prunebench_row"  # a trial's report: one row as JSON
 
 
 def _trainable(config: dict) -> None:
@@ -190,11 +210,15 @@ def _trainable(config: dict) -> None:
                    download=config["download"], device=config["device"])
 
     def report(row: dict) -> None:
-        tune.report({k: v for k, v in row.items() if isinstance(v, (int, float))})
+        tune.report({ROW_KEY: json.dumps(row)})
 
     ctx = _context(opts, report)
     if config["kind"] == "dense":
-        experiment.run_dense(_build(DenseSpec, config["spec"], "<spec>", ""), ctx)
+        try:
+            report(experiment.run_dense(dense_from_dict(config["spec"]), ctx,
+                                        build(EvalConfig, config["eval"], "<spec>", "eval")))
+        except Diverged:
+            pass  # marked on disk; the driver's callback tags the MLflow run
     else:
         experiment.run(RunSpec.from_dict(config["spec"]), ctx)
 
@@ -227,17 +251,20 @@ def _run_ray(dense_todo: list[_Job], todo: list[_Job], opts: Options, tracker: T
             self.mlflow[trial.trial_id] = tracker.open(paper, job.spec, job.tags, job.name)
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            if "round" in result:
-                tracker.log_row(self.mlflow[trial.trial_id], result)
-                self.last[trial.trial_id] = result
+            if ROW_KEY in result:
+                row = json.loads(result[ROW_KEY])
+                tracker.log_row(self.mlflow[trial.trial_id], row)
+                self.last[trial.trial_id] = row
                 self.bar.update(1)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             job = self.jobs[trial.config["job"]["id"]]
-            tracker.log_artifacts(self.mlflow[trial.trial_id], _artifacts(opts, job, paper))
-            tracker.close(self.mlflow[trial.trial_id], "FINISHED")
+            _close(tracker, self.mlflow[trial.trial_id], job, opts, paper, out)
             out.ran += job.kind == "run"
             r = self.last.get(trial.trial_id, {})
+            if r.get("diverged"):
+                self.bar.write(f"DIVERGED {job.name} at step {int(r.get('diverged_step', -1))}")
+                return
             self.bar.write(f"done  {job.name:<58} density {100 * r.get('density', float('nan')):6.2f}%  "
                            f"test acc {100 * r.get('test_acc', float('nan')):5.1f}%")
 
@@ -268,6 +295,7 @@ def _run_ray(dense_todo: list[_Job], todo: list[_Job], opts: Options, tracker: T
         name = f"{paper}-{profile}-{phase}-{stamp}"
         callback = TrackingCallback(by_id, bar, name)
         configs = [{"id": j.id, "kind": j.kind, "spec": dataclasses.asdict(j.spec), "cpu": j.cpu,
+                    "eval": dataclasses.asdict(j.eval) if j.eval else None,
                     "gpu": j.gpu, "threads": max(1, int(min(j.cpu, n_cpu))), "root": str(opts.paths.root),
                     "data_root": str(opts.data_root) if opts.data_root else None,
                     "download": opts.download, "device": opts.device} for j in jobs]

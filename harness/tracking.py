@@ -2,8 +2,13 @@
 
 Only the driver process writes (trials report through Ray Tune), so parallel trials never
 contend for the SQLite file. A run is found again by its ``prunebench.run_id`` tag, so a
-resumed grid reuses its MLflow runs instead of duplicating them, and a replayed round is not
+resumed grid reuses its MLflow runs instead of duplicating them, and a replayed row is not
 logged twice.
+
+Rows (see :mod:`harness.pruning.methods.base`) are logged with every numeric value they carry:
+a ``round`` or ``epoch`` row at MLflow step = its index (plus the index itself as the metric
+``round``/``epoch``, the x-axis for the UI's charts), the ``final`` row as ``final/<metric>``.
+A diverged run is FAILED with the tags ``prunebench.diverged`` and ``prunebench.diverged_step``.
 """
 
 from __future__ import annotations
@@ -19,10 +24,23 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from harness import __version__
-from harness.manifest import DenseSpec, Manifest, RunSpec
+from harness.config import DenseSpec, Manifest, RunSpec
 
-METRIC_KEYS = ("test_acc", "test_loss", "train_acc", "train_loss", "density", "density_all", "macs_fraction")
 RUN_ID_TAG = "prunebench.run_id"
+AXIS_TAG = "prunebench.axis"
+DIVERGED_TAG = "prunebench.diverged"
+DIVERGED_STEP_TAG = "prunebench.diverged_step"
+FINAL = "final/"
+
+
+def _numeric(row: dict) -> dict[str, float]:
+    out = {}
+    for k, v in row.items():
+        if k in ("axis", "index") or isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if not math.isnan(float(v)):
+            out[k] = float(v)
+    return out
 
 
 @functools.lru_cache(maxsize=1)
@@ -51,7 +69,8 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, str]:
 
 
 def run_tags(spec: RunSpec | DenseSpec, manifest: Manifest, model_key: str = "", dataset_key: str = "") -> dict[str, str]:
-    common = {RUN_ID_TAG: spec.id, "paper": manifest.paper.key, "profile": manifest.profile,
+    common = {RUN_ID_TAG: spec.id, AXIS_TAG: "round" if isinstance(spec, DenseSpec) else spec.proc.axis,
+              "paper": manifest.paper.key, "profile": manifest.profile,
               "manifest_hash": manifest.digest, "code_version": code_version(), "seed": str(spec.seed)}
     if isinstance(spec, DenseSpec):
         return {**common, "stage": "dense", "model": model_key, "arch": spec.model.arch,
@@ -95,12 +114,14 @@ class Tracker:
         return runs[0] if runs else None
 
     def finished_ids(self, paper: str) -> set[str]:
+        """Run ids whose MLflow run is complete: FINISHED, or FAILED because it diverged."""
         exp = self.client.get_experiment_by_name(paper)
         if exp is None:
             return set()
-        runs = self.client.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'",
+        runs = self.client.search_runs([exp.experiment_id], filter_string="attributes.status != 'RUNNING'",
                                        max_results=50_000)
-        return {r.data.tags.get(RUN_ID_TAG) for r in runs}
+        return {r.data.tags.get(RUN_ID_TAG) for r in runs
+                if r.info.status == "FINISHED" or r.data.tags.get(DIVERGED_TAG) == "true"}
 
     def open(self, paper: str, spec: RunSpec | DenseSpec, tags: dict[str, str], name: str) -> str:
         """The MLflow run id for ``spec``: the existing one (resumed) or a new one."""
@@ -116,21 +137,36 @@ class Tracker:
             self.client.log_batch(run.info.run_id, params=params[i:i + 100])
         return run.info.run_id
 
-    def log_row(self, mlflow_run_id: str, row: dict) -> None:
-        """One batched write per round; a round already logged (a replay) is skipped."""
-        step = int(row["round"])
+    def _logged(self, mlflow_run_id: str) -> set[tuple[str, int]]:
         logged = self._logged_steps.get(mlflow_run_id)
         if logged is None:
-            history = self.client.get_metric_history(mlflow_run_id, "density")
-            logged = self._logged_steps[mlflow_run_id] = {m.step for m in history}
-        if step in logged:
+            run = self.client.get_run(mlflow_run_id)
+            logged = {("final", 0)} if any(k.startswith(FINAL) for k in run.data.metrics) else set()
+            for axis in ("round", "epoch"):
+                if axis in run.data.metrics:
+                    logged |= {(axis, m.step) for m in self.client.get_metric_history(mlflow_run_id, axis)}
+            self._logged_steps[mlflow_run_id] = logged
+        return logged
+
+    def log_row(self, mlflow_run_id: str, row: dict) -> None:
+        """One batched write per row; a row already logged (a replay) is skipped."""
+        axis, index = row["axis"], int(row["index"])
+        logged = self._logged(mlflow_run_id)
+        if (axis, index) in logged:
             return
         ts = int(time.time() * 1000)
-        metrics = [Metric(k, float(row[k]), ts, step) for k in METRIC_KEYS
-                   if k in row and row[k] is not None and not math.isnan(float(row[k]))]
-        if metrics:
-            self.client.log_batch(mlflow_run_id, metrics=metrics)
-        logged.add(step)
+        values = _numeric(row)
+        if axis == "final":
+            metrics = [Metric(FINAL + k, v, ts, 0) for k, v in values.items()]
+        else:
+            metrics = [Metric(k, v, ts, index) for k, v in values.items()] + [Metric(axis, float(index), ts, index)]
+        for i in range(0, len(metrics), 1000):
+            self.client.log_batch(mlflow_run_id, metrics=metrics[i:i + 1000])
+        logged.add((axis, index))
+
+    def mark_diverged(self, mlflow_run_id: str, step: int) -> None:
+        self.client.set_tag(mlflow_run_id, DIVERGED_TAG, "true")
+        self.client.set_tag(mlflow_run_id, DIVERGED_STEP_TAG, str(step))
 
     def log_artifacts(self, mlflow_run_id: str, paths: list[Path]) -> None:
         for p in paths:
@@ -140,11 +176,15 @@ class Tracker:
     def close(self, mlflow_run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(mlflow_run_id, status=status)
 
-    def rows(self, mlflow_run_id: str) -> dict[int, dict[str, float]]:
-        """round -> {metric: value} (the latest value logged for that round)."""
-        out: dict[int, dict[str, float]] = {}
-        for key in METRIC_KEYS:
-            for m in self.client.get_metric_history(mlflow_run_id, key):
-                out.setdefault(m.step, {})[key] = m.value
+    def rows(self, mlflow_run_id: str) -> dict[str, dict[int, dict[str, float]]]:
+        """axis -> index -> {metric: value} (the latest value logged for that index)."""
+        run = self.client.get_run(mlflow_run_id)
+        axis = run.data.tags.get(AXIS_TAG, "round")
+        out: dict[str, dict[int, dict[str, float]]] = {}
+        for key, value in run.data.metrics.items():
+            if key.startswith(FINAL):
+                out.setdefault("final", {}).setdefault(0, {})[key[len(FINAL):]] = value
+            elif key not in ("round", "epoch"):
+                for m in self.client.get_metric_history(mlflow_run_id, key):
+                    out.setdefault(axis, {}).setdefault(m.step, {})[key] = m.value
         return out
-

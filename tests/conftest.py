@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.manifest import RunSpec, expand, load
+from harness.config import RunSpec, expand, load
 
 ROOT = Path(__file__).resolve().parent.parent
 LAMP = ROOT / "paper_configs" / "lamp.yaml"
@@ -32,7 +32,7 @@ def shrink(spec: RunSpec, *, pretrain: str = "20it", retrain: str = "5it", round
         spec,
         training=dataclasses.replace(spec.training, pretrain=pretrain, retrain=retrain),
         eval=dataclasses.replace(spec.eval, train_examples=examples, test_examples=examples),
-        pruning=dataclasses.replace(spec.pruning, rounds=rounds, **pruning),
+        params=dataclasses.replace(spec.params, rounds=rounds, **pruning),
     )
 
 

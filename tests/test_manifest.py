@@ -9,9 +9,11 @@ import pytest
 import yaml
 
 from harness.cli import main
-from harness.manifest import ManifestError, RunSpec, expand, load
+from harness.config import ManifestError, RunSpec, TrainingConfig, expand, load
 
 from .conftest import LAMP
+
+PINNED_CI_ID = "46469c291d8fa795"  # lamp.yaml ci, first cell (vgg16_w8, global, seed 0)
 
 
 def _write(tmp_path: Path, raw: dict) -> Path:
@@ -49,14 +51,14 @@ def test_full_grid_is_the_papers():
     assert (opt.name, opt.lr, opt.weight_decay, opt.betas) == ("adamw", 3e-4, 0.01, (0.9, 0.999))
     assert (vgg.training.batch_size, vgg.training.pretrain, vgg.training.retrain) == (100, "50000it", "40000it")
     assert vgg.dataset.std == (0.247, 0.243, 0.261) and vgg.dataset.pad_mode == "zeros"
-    assert (vgg.pruning.amount_per_round, vgg.pruning.rounds, vgg.pruning.rewind_step) == (0.2, 20, None)
+    assert (vgg.params.amount_per_round, vgg.params.rounds, vgg.params.rewind_step) == (0.2, 20, None)
     dn = by["cifar10_main", "densenet", "erk"].training
     assert (dn.pretrain, dn.retrain) == ("80000it", "60000it")
     assert by["svhn_vgg16", "vgg16", "global"].training.retrain == "30000it"
     assert by["cifar100_vgg16", "vgg16", "global"].num_classes == 100
     rw = by["cifar10_rewind", "vgg16", "lamp"]
     assert rw.training.optimizer.name == "adam" and rw.training.optimizer.weight_decay == 0.0
-    assert rw.pruning.rewind_step == 0
+    assert rw.params.rewind_step == 0
     # every method of a (model, dataset, training, seed) shares one dense pre-training
     assert len({s.dense.id for s in main_}) == 4
     assert all(c.value is None for c in m.expected)  # the sheet records no paper numbers
@@ -67,7 +69,7 @@ def test_ci_profile():
     specs = expand(m)
     assert len(specs) == 5 * 2 and {s.seed for s in specs} == {0, 1}
     s = specs[0]
-    assert s.dataset.source == "fashion_mnist" and s.model.width == 0.125 and s.pruning.rounds == 3
+    assert s.dataset.source == "fashion_mnist" and s.model.width == 0.125 and s.params.rounds == 3
     assert m.resources.gpu == 0
     assert {d.name for d in m.deviations} >= {"ci_offline_data", "ci_reduced_compute", "mask_mechanism"}
 
@@ -118,13 +120,24 @@ def test_run_id_changes_with_every_field():
     (lambda r: r.update(foo=1), "foo: unknown key"),
     (lambda r: r["defaults"]["training"]["optimizer"].update(lrr=1), "defaults.training.optimizer.lrr: unknown key"),
     (lambda r: r["defaults"]["training"].update(batch_size="100"), "defaults.training.batch_size: expected an integer"),
-    (lambda r: r["pruning"].update(amount_per_round=1.0), "pruning.amount_per_round: expected a fraction in (0, 1)"),
+    (lambda r: r["pruning"]["iterative"].update(amount_per_round=1.0), "pruning.iterative.amount_per_round: expected a fraction in (0, 1)"),
+    (lambda r: r["pruning"].update(iterativ={}), "pruning.iterativ: unknown key (expected one of: prunable, gradual, iterative)"),
+    (lambda r: r["pruning"]["iterative"].update(round=3), "pruning.iterative.round: unknown key"),
+    (lambda r: r["pruning"]["iterative"].pop("rounds"), "pruning.iterative.rounds: missing (expected an integer)"),
+    (lambda r: r["experiments"][0]["methods"].append("gradual_magnitude"), "experiments[0].sparsities: expected target sparsities"),
+    (lambda r: r["experiments"][0].update(methods=["gradual_magnitude"], sparsities=[0.9]),
+     "pruning.gradual.start: missing (expected a string)"),
+    (lambda r: r.update(methods={"lamp_fast": {"method": "lamp", "params": {"rounds": 0}}}) or r["experiments"][0]["methods"].append("lamp_fast"),
+     "pruning.iterative.rounds: expected a positive integer, got 0"),
+    (lambda r: r.update(methods={"lamp": {"method": "lamp"}}), "methods.lamp: 'lamp' is a registered method"),
+    (lambda r: r["claims"][0].update(noise={"rule": "ttest"}), "claims[0].noise.rule: expected one of 'stderr', 'none'"),
+    (lambda r: r["experiments"][0].update(layout={"kind": "paired"}), "experiments[0].layout.pairs: expected (base, modified) method pairs"),
     (lambda r: r["experiments"][0].update(sparsities=[0.5, 1.0]), "experiments[0].sparsities[1]: expected a sparsity in [0, 1)"),
     (lambda r: r["experiments"][0]["methods"].append("magic"), "experiments[0].methods[5]: unknown method 'magic'"),
     (lambda r: r["models"]["vgg16"].update(arch="vgg17"), "models.vgg16.arch: unknown model 'vgg17'"),
     (lambda r: r["experiments"][1].update(models=["vgg99"]), "experiments[1].models[0]: unknown model 'vgg99'"),
     (lambda r: r["defaults"]["training"].update(pretrain="50k"), "expected a duration like '50000it'"),
-    (lambda r: r["pruning"].update(rounds=-2), "pruning.rounds: expected a positive integer"),
+    (lambda r: r["pruning"]["iterative"].update(rounds=-2), "pruning.iterative.rounds: expected a positive integer"),
     (lambda r: r["datasets"]["cifar10"].update(pad_mode="mirror"), "datasets.cifar10.pad_mode: expected one of 'zeros', 'reflect'"),
     (lambda r: r["experiments"][0]["model_overrides"]["densenet"]["training"].update(retrain=5), "training.retrain: expected a string"),
     (lambda r: r["paper"].pop("title"), "paper.title: missing"),
@@ -160,3 +173,60 @@ def test_cli_plan_lists_the_grid(capsys):
     assert "cifar10_main" in out and "densenet" in out and "total" in out
     assert "761.08" in out  # VGG-16: 405 M training images x 6 x 313.2 M MACs (common.md §3)
     assert len([l for l in out.splitlines() if l.endswith(")") and " (dense " in l]) == 35
+
+
+@pytest.mark.parametrize("path", [
+    ("defaults", "training", "optimizer"), ("defaults", "eval"), ("datasets", "fashion_mnist_ci"),
+    ("models", "vgg16_w8"), ("pruning", "iterative"), ("resources",), ("defaults", "training"), (),
+])
+def test_validate_checks_every_profile(tmp_path, capsys, path):
+    """An unknown key anywhere under profiles.ci.set fails `validate` (which checks every profile)."""
+    raw = _raw()
+    node = raw["profiles"]["ci"]["set"]
+    for k in path:
+        node = node.setdefault(k, {})
+    node["bogus_key"] = 1
+    f = _write(tmp_path, raw)
+    load(f)  # the full profile alone is fine ...
+    assert main(["validate", str(f)]) == 2  # ... but validate looks inside every profile
+    err = capsys.readouterr().err.strip()
+    assert "[profile ci]" in err and "bogus_key: unknown key" in err and "\n" not in err
+    assert main(["validate", str(f), "--profile", "full"]) == 0
+
+
+def test_validate_lists_every_profile(capsys):
+    assert main(["validate", str(LAMP)]) == 0
+    out = capsys.readouterr().out
+    assert "[full]: valid" in out and "[ci]: valid" in out
+
+
+def test_methods_carry_their_own_parameters(tmp_path):
+    raw = _raw()
+    raw["methods"] = {"lamp_short": {"method": "lamp", "params": {"rounds": 2}}}
+    raw["experiments"][0]["methods"].append("lamp_short")
+    specs = expand(load(_write(tmp_path, raw)))
+    by = {(s.model_key, s.method): s for s in specs if s.experiment == "cifar10_main"}
+    assert by["vgg16", "lamp_short"].params.rounds == 2 and by["vgg16", "lamp"].params.rounds == 20
+    assert by["vgg16", "lamp_short"].score == "lamp" and by["vgg16", "lamp_short"].procedure == "iterative"
+    assert by["vgg16", "lamp_short"].params.amount_per_round == 0.2  # the rest from pruning.iterative
+
+
+def test_adding_a_defaulted_field_keeps_every_id():
+    """OpenLTH-style identities: a field at its default value does not enter the hash."""
+    specs = expand(load(LAMP)) + expand(load(LAMP, "ci"))
+    Bigger = dataclasses.make_dataclass(
+        "TrainingConfig", [("new_knob", float, dataclasses.field(default=0.5))], bases=(TrainingConfig,), frozen=True)
+    for s in specs:
+        bigger = dataclasses.replace(s, training=Bigger(**dataclasses.asdict(s.training) | {
+            "optimizer": s.training.optimizer, "lr_schedule": s.training.lr_schedule}))
+        assert bigger.id == s.id
+        assert dataclasses.replace(bigger, training=dataclasses.replace(bigger.training, new_knob=0.7)).id != s.id
+    # a known id, pinned: the same manifest keeps giving the same ids across code changes
+    assert expand(load(LAMP, "ci"))[0].id == PINNED_CI_ID
+
+
+def test_dense_key_ignores_evaluation_settings():
+    s = expand(load(LAMP, "ci"))[0]
+    other = dataclasses.replace(s, eval=dataclasses.replace(s.eval, batch_size=17, test_examples=3))
+    assert other.id != s.id and other.dense.id == s.dense.id
+    assert dataclasses.replace(s, seed=5).dense.id != s.dense.id

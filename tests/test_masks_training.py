@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from harness.data import DeviceData
-from harness.experiment import GradualHook, _MaskHook
+from harness.pruning.masks import MaskHook
+from harness.pruning.methods.gradual import GradualHook
 from harness.models import build_model
 from harness.pruning.masks import MaskSet, prunable_parameters
 from harness.pruning.methods import METHODS
 from harness.train import make_optimizer, train
-from harness.manifest import OptimizerConfig
+from harness.config import OptimizerConfig
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
 LAMP_METHODS = ["global", "uniform", "uniform_plus", "erk", "lamp"]
@@ -75,7 +76,7 @@ def test_pruned_weights_stay_exactly_zero_through_training(opt_name):
     opt = make_optimizer(cfg, model.parameters())
     seen = []
 
-    class Probe(_MaskHook):
+    class Probe(MaskHook):
         def before_forward(self, step):  # what the forward pass sees
             seen.append(all(bool((p[~m] == 0).all()) for (_, m), p in zip(masks, masks.params.values())))
 

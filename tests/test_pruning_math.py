@@ -84,7 +84,7 @@ def test_lamp_properties() -> None:
     assert lamp(torch.zeros(0)).numel() == 0
     # ties: lower index gets the larger score (consistent with keep_top's tie-break)
     assert torch.equal(lamp(torch.tensor([2.0, 2.0])), torch.tensor([1.0, 0.5], dtype=torch.float64))
-    assert SCORES["lamp"] is lamp and SCORES["magnitude"] is magnitude
+    assert SCORES["lamp"].per_layer is lamp and SCORES["magnitude"].per_layer is magnitude
 
 
 # ---------------------------------------------------------------- allocations (lamp.md 2.3, 3)
@@ -245,7 +245,10 @@ def test_prune_validation() -> None:
 def test_keep_top() -> None:
     w = torch.tensor([[0.5, -3.0, 1.0], [2.0, -1.0, 0.1]])
     mask = torch.tensor([[True, False, True], [True, True, True]])
-    assert torch.equal(keep_top(w, mask, 2), torch.tensor([[False, False, True], [True, False, False]]))
+    assert torch.equal(keep_top(w.abs(), mask, 2), torch.tensor([[False, False, True], [True, False, False]]))
+    assert torch.equal(keep_top(w.abs(), mask, 3), torch.tensor([[False, False, True], [True, True, False]]))
+    # the score decides, not |w|: a score that prefers small weights keeps them
+    assert torch.equal(keep_top(-w.abs(), mask, 2), torch.tensor([[True, False, False], [False, False, True]]))
     assert not keep_top(w, mask, 0).any()
     assert torch.equal(keep_top(w, mask, 5), mask)
     # ties go to the lower index

@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 from harness import experiment, schedule
-from harness.manifest import expand
+from harness.config import expand
 from harness.paths import Paths
+from harness.pruning.methods import iterative
 from harness.tracking import RUN_ID_TAG, Tracker, run_name
 
 from .conftest import shrink
@@ -29,17 +30,20 @@ def test_local_executor_tracks_every_run_and_replays_lost_tracking(tmp_path, dat
     assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
     lamp = next(r for r in runs if r.data.tags.get("method") == "lamp")
     assert lamp.data.params["training.optimizer.weight_decay"] == "0.01"
-    assert lamp.data.params["pruning.amount_per_round"] == "0.2"
+    assert lamp.data.params["params.amount_per_round"] == "0.2"
     assert lamp.data.tags["profile"] == "ci" and lamp.data.tags["dense_id"] == specs[0].dense.id
     before = tracker.rows(lamp.info.run_id)
-    assert sorted(before) == [0, 1, 2] and abs(before[2]["density"] - 0.64) < 1e-3
+    assert sorted(before) == ["final", "round"] and sorted(before["round"]) == [0, 1, 2]
+    assert abs(before["round"][2]["density"] - 0.64) < 1e-3 and before["final"][0] == before["round"][2]
+    assert lamp.data.tags["prunebench.axis"] == "round"
 
     # A new, empty MLflow store (lost, or a tracking server set up afterwards); the runs are
     # finished on disk: re-running logs them there without training anything.
     new_store = f"sqlite:///{tmp_path / 'other.db'}"
     opts = dataclasses.replace(opts, tracking_uri=new_store)
     trained = []
-    monkeypatch.setattr(experiment, "train", lambda *a, **k: trained.append(1))
+    for module in (experiment, iterative):
+        monkeypatch.setattr(module, "train", lambda *a, **k: trained.append(1))
     again = schedule.execute(ci_manifest, specs, opts, log=lambda *_: None)
     assert trained == [] and (again.ran, again.skipped, again.dense_trained) == (0, 2, 0)
     tracker = Tracker(new_store)
@@ -51,14 +55,39 @@ def test_local_executor_tracks_every_run_and_replays_lost_tracking(tmp_path, dat
 
 def test_a_failing_run_is_recorded_and_the_grid_goes_on(tmp_path, data_root, ci_manifest):
     good, bad = [shrink(s, rounds=1) for s in expand(ci_manifest) if s.seed == 0][:2]
-    bad = dataclasses.replace(bad, procedure="gradual")  # gradual without pruning.gradual: a ValueError
+    bad = dataclasses.replace(bad, allocation="no_such_allocation")  # fails when it first prunes
     opts = schedule.Options(paths=Paths(tmp_path), data_root=data_root, executor="local")
     out = schedule.execute(ci_manifest, [good, bad], opts, log=lambda *_: None)
     assert out.ran == 1 and len(out.failed) == 1
     name, err = out.failed[0]
-    assert "needs pruning.gradual" in err
+    assert "unknown allocation 'no_such_allocation'" in err
     statuses = {r.data.tags[RUN_ID_TAG]: r.info.status for r in _runs(Tracker(Paths(tmp_path).tracking_uri))}
     assert statuses[good.id] == "FINISHED" and statuses[bad.id] == "FAILED"
+
+
+def test_a_diverged_run_stops_at_once_is_failed_and_tagged_and_the_grid_goes_on(tmp_path, data_root, ci_manifest):
+    good, bad = [shrink(s, rounds=2) for s in expand(ci_manifest) if s.seed == 1][:2]
+    opt = dataclasses.replace(bad.training.optimizer, lr=1e30)
+    bad = dataclasses.replace(bad, training=dataclasses.replace(bad.training, optimizer=opt))
+    opts = schedule.Options(paths=Paths(tmp_path), data_root=data_root, executor="local")
+    out = schedule.execute(ci_manifest, [good, bad], opts, log=lambda *_: None)
+    assert out.failed == [] and out.ran == 2
+    # the dense pre-training diverged, and so did the run that starts from it
+    assert [name for name, _ in out.diverged] == [run_name(bad.dense, bad.model_key, bad.dataset_key), run_name(bad)]
+    step = out.diverged[0][1]
+    assert 0 <= step < 20  # stopped during its dense pre-training (20 steps), not at the end of the grid
+    runs = {r.data.tags[RUN_ID_TAG]: r for r in _runs(Tracker(Paths(tmp_path).tracking_uri))}
+    assert runs[good.id].info.status == "FINISHED" and "prunebench.diverged" not in runs[good.id].data.tags
+    assert runs[bad.id].info.status == "FAILED"
+    assert runs[bad.id].data.tags["prunebench.diverged"] == "true"
+    assert runs[bad.id].data.tags["prunebench.diverged_step"] == str(step)
+    assert experiment.diverged_info(Paths(tmp_path), bad) == {
+        "step": step, "what": "the training loss of the dense pre-training"}
+    assert experiment.read_rows(Paths(tmp_path), bad)[-1] == {
+        "axis": "final", "index": 0, "diverged": 1.0, "diverged_step": step}
+    # final: re-running does not train it again
+    again = schedule.execute(ci_manifest, [good, bad], opts, log=lambda *_: None)
+    assert again.skipped == 2 and again.ran == 0 and again.diverged == []
 
 
 def test_a_failed_dense_pretraining_is_not_retried_per_run(tmp_path, data_root, ci_manifest):

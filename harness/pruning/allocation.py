@@ -2,8 +2,14 @@
 
 Implements the five per-round rules of the LAMP paper (lamp.md sections 2.3 and 3): Global MP and
 LAMP (``global_`` over magnitude / LAMP scores), Uniform, Uniform+ and ERK. An allocation only
-decides *how many* entries survive in each layer; which ones survive is always "the largest |w|
-among the unmasked entries of that layer" (lamp.md section 3, first paragraph), see :func:`keep_top`.
+decides *how many* entries survive in each layer; which ones survive is decided by the score:
+the highest-scoring eligible entries of that layer (:func:`keep_top`). For the magnitude and LAMP
+scores this is "the largest |w| among the unmasked entries" of lamp.md section 3 (LAMP's score is
+strictly increasing in |w| within a layer, with the same lower-index-first tie order).
+
+Selection runs over the *eligible* entries of each :class:`Layer`: the unmasked ones for nested
+(iterative) pruning, or all of them when a mask is re-selected to an absolute density (DPF,
+iterative SNIP), which lets pruned entries come back.
 
 Rounding follows the released code: per-layer fractional amounts are turned into counts with
 Python's ``round`` (half-to-even), exactly as ``torch.nn.utils.prune`` does.
@@ -17,7 +23,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from harness.pruning.scores import SCORES
+from harness.pruning.scores import SCORES, WEIGHTS_ONLY
 
 __all__ = [
     "Layer",
@@ -30,6 +36,7 @@ __all__ = [
     "ALLOCATIONS",
     "keep_top",
     "prune",
+    "select",
     "target_amount",
 ]
 
@@ -202,41 +209,44 @@ ALLOCATIONS: dict[str, AllocationFn] = {
 }
 
 
-def keep_top(weight: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
-    """Bool mask keeping the ``k`` unmasked entries with the largest |weight| (lamp.md section 3:
-    every method removes the smallest-|w| unmasked entries within a layer). Ties go to the lower
-    flat index. Everything else, including all masked entries, is False."""
+def keep_top(score: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool mask keeping the ``k`` eligible (``mask`` True) entries with the highest ``score``.
+    Ties go to the lower flat index. Everything else, including all ineligible entries, is False."""
     available = int(mask.sum().item())
     if not 0 <= k <= available:
-        raise ValueError(f"keep_top: k = {k} outside [0, {available}] unmasked entries")
+        raise ValueError(f"keep_top: k = {k} outside [0, {available}] eligible entries")
     flat_mask = mask.reshape(-1)
-    key = torch.where(flat_mask, weight.detach().reshape(-1).abs().to(torch.float64), -math.inf)
+    key = torch.where(flat_mask, score.detach().reshape(-1).to(torch.float64), -math.inf)
     order = torch.argsort(key, descending=True, stable=True)
     out = torch.zeros_like(flat_mask)
     out[order[:k]] = True
     return out.reshape(mask.shape)
 
 
-def prune(layers: Sequence[Layer], score: str, allocation: str, amount: float) -> list[torch.Tensor]:
-    """One pruning round: score -> allocation -> within-layer top-|w| mask (lamp.md sections 2.3, 3).
-
-    ``amount`` is the fraction of the currently unmasked entries to remove (0.2 per round in the
-    paper). Returns the new bool masks, nested inside the old ones. The LAMP-paper methods are
-    ``(magnitude, global)``, ``(lamp, global)``, ``(magnitude, uniform)``,
-    ``(magnitude, uniform_plus)`` and ``(magnitude, erk)``.
-    """
+def select(layers: Sequence[Layer], scores: Sequence[torch.Tensor], allocation: str, amount: float) -> list[torch.Tensor]:
+    """Score -> allocation -> mask: remove ``amount`` of the eligible entries (``layer.mask``),
+    the allocation deciding each layer's count and the score which entries of a layer survive."""
     if not 0.0 <= amount < 1.0:
         raise ValueError(f"amount must satisfy 0 <= amount < 1, got {amount}")
-    if score not in SCORES:
-        raise ValueError(f"unknown score {score!r}; choose from {sorted(SCORES)}")
     if allocation not in ALLOCATIONS:
         raise ValueError(f"unknown allocation {allocation!r}; choose from {sorted(ALLOCATIONS)}")
-    score_fn = SCORES[score]
-    scores = [score_fn(layer.weight.detach() * layer.mask.to(layer.weight.dtype)) for layer in layers]
     survivors = ALLOCATIONS[allocation](layers, scores, amount)
     if len(survivors) != len(layers):
         raise AllocationError(f"allocation {allocation!r} returned {len(survivors)} counts for {len(layers)} layers")
-    return [keep_top(layer.weight, layer.mask, k) for layer, k in zip(layers, survivors)]
+    return [keep_top(s, layer.mask, k) for layer, s, k in zip(layers, scores, survivors)]
+
+
+def prune(layers: Sequence[Layer], score: str, allocation: str, amount: float) -> list[torch.Tensor]:
+    """One pruning round with a weight-only score (lamp.md sections 2.3, 3): scores are computed on
+    the effective weights (masked entries 0) and the new masks are nested inside the old ones.
+    The LAMP-paper methods are ``(magnitude, global)``, ``(lamp, global)``, ``(magnitude, uniform)``,
+    ``(magnitude, uniform_plus)`` and ``(magnitude, erk)``."""
+    if score not in SCORES or SCORES[score].needs != WEIGHTS_ONLY:
+        raise ValueError(f"unknown weight-only score {score!r}; choose from "
+                         f"{sorted(n for n, s in SCORES.items() if s.needs == WEIGHTS_ONLY)}")
+    fn = SCORES[score].per_layer
+    scores = [fn(layer.weight.detach() * layer.mask.to(layer.weight.dtype)) for layer in layers]
+    return select(layers, scores, allocation, amount)
 
 
 def target_amount(layers: Sequence[Layer], target_density: float) -> float:

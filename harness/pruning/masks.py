@@ -1,7 +1,8 @@
-"""A model's masks: which tensors are prunable, applying masks, densities, save/load.
+"""A model's masks: which tensors are prunable, applying masks, selection, densities, save/load.
 
 Masks are bool tensors on the weights' device. Applying them is one fused ``_foreach_mul_``
-over every prunable weight (no ``torch.nn.utils.prune`` hooks in the training loop).
+over every prunable weight (no ``torch.nn.utils.prune`` hooks in the training loop);
+:class:`MaskHook` does that after every optimizer step and is what benchmarks and tests use.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from harness.pruning.allocation import Layer, prune
+from harness.pruning import scores as score_registry
+from harness.pruning.allocation import Layer, select, target_amount
+from harness.train import StepHooks
 
 _CONVENTIONS = ("conv_and_linear_weights", "conv_weights", "all_weights")
 
@@ -70,17 +73,45 @@ class MaskSet:
     def __iter__(self) -> Iterator[tuple[str, torch.Tensor]]:
         return iter(self.masks.items())
 
-    # -- pruning
-    def layers(self) -> list[Layer]:
-        """The prunable tensors as the allocation rules see them (forward order)."""
-        return [Layer(n, p.detach(), self.masks[n], p.numel()) for n, p in self.params.items()]
+    # -- selection
+    def layers(self, eligible: str = "unmasked") -> list[Layer]:
+        """The prunable tensors as the allocation rules see them (forward order). ``eligible``:
+        ``unmasked`` (nested pruning: only unmasked entries can survive) or ``all`` (re-selection
+        over every entry, so pruned entries can come back)."""
+        if eligible not in ("unmasked", "all"):
+            raise ValueError(f"eligible must be 'unmasked' or 'all', got {eligible!r}")
+        return [Layer(n, p.detach(), self.masks[n] if eligible == "unmasked" else torch.ones_like(self.masks[n]),
+                      p.numel()) for n, p in self.params.items()]
 
-    def prune_(self, score: str, allocation: str, amount: float) -> None:
-        """One pruning step through the shared score -> allocation -> mask pipeline."""
-        new = prune(self.layers(), score=score, allocation=allocation, amount=amount)
+    def score_inputs(self, model: nn.Module | None = None, **kw) -> score_registry.ScoreInputs:
+        return score_registry.ScoreInputs(model=model, params=self.params, masks=self.masks, **kw)
+
+    def select_(self, scores: list[torch.Tensor], allocation: str, *, amount: float | None = None,
+                density: float | None = None, eligible: str = "unmasked") -> dict[str, int]:
+        """Re-select the masks from ``scores`` and apply them; returns ``{"pruned", "regrown"}``:
+        entries newly masked and entries unmasked again (0 for nested pruning).
+
+        Give ``amount`` (fraction of the eligible entries to remove) or ``density`` (absolute
+        fraction of the whole prunable set to keep, ``round(density * N)`` entries)."""
+        if (amount is None) == (density is None):
+            raise ValueError("give exactly one of amount and density")
+        layers = self.layers(eligible)
+        if density is not None:
+            amount = target_amount(layers, density)
+        new = select(layers, scores, allocation, amount)
+        old = self.masks
+        stats = {"pruned": sum(int((o & ~m).sum()) for o, m in zip(old.values(), new)),
+                 "regrown": sum(int((m & ~o).sum()) for o, m in zip(old.values(), new))}
         self.masks = {n: m for n, m in zip(self.params, new)}
         self._refresh()
         self.apply_()
+        return stats
+
+    def prune_(self, score: str, allocation: str, amount: float, inputs: score_registry.ScoreInputs | None = None) -> dict[str, int]:
+        """One nested pruning step (remove ``amount`` of the unmasked entries) through the shared
+        score -> allocation -> mask pipeline."""
+        scores = score_registry.compute(score, inputs or self.score_inputs())
+        return self.select_(scores, allocation, amount=amount)
 
     def set_masks_(self, masks: dict[str, torch.Tensor]) -> None:
         self.masks = {n: masks[n].to(device=p.device, dtype=torch.bool) for n, p in self.params.items()}
@@ -101,6 +132,16 @@ class MaskSet:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {n: m.cpu() for n, m in self.masks.items()}
+
+
+class MaskHook(StepHooks):
+    """Masked weights are re-zeroed after every optimizer step (one fused multiply)."""
+
+    def __init__(self, masks: MaskSet):
+        self.masks = masks
+
+    def after_optimizer_step(self, step: int) -> None:
+        self.masks.apply_()
 
 
 def overall_density(model: nn.Module) -> float:

@@ -1,19 +1,27 @@
-"""Per-entry importance scores for unstructured pruning (lamp.md sections 2.2 and 3).
+"""Per-entry importance scores (lamp.md sections 2.2 and 3) and the score registry.
 
-A score function maps one layer's *effective* weight tensor (pruned entries already exactly 0)
-to a tensor of the same shape; higher means "keep". Scores are compared across layers only by
-the global allocation, so every function here must be comparable between layers.
+Higher means "keep": a score ranks the entries within a layer, and a global allocation compares
+them across layers too. A :class:`Score` declares what it needs:
+
+* ``weights``: a function of one layer's *effective* weight tensor (pruned entries exactly 0),
+  here: magnitude and LAMP;
+* ``batches`` / ``gradients`` / ``hessian`` / ``activations``: scores that need the model and
+  data (:mod:`harness.pruning.saliency`), computed from a :class:`ScoreInputs` that the
+  procedure supplies.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
+from torch import nn
 
-__all__ = ["magnitude", "lamp", "SCORES", "ScoreFn"]
+__all__ = ["magnitude", "lamp", "SCORES", "Score", "ScoreInputs", "WEIGHTS_ONLY", "register", "compute"]
 
-ScoreFn = Callable[[torch.Tensor], torch.Tensor]
+WEIGHTS_ONLY = frozenset({"weights"})
+NEEDS = frozenset({"weights", "batches", "gradients", "hessian", "activations", "rng"})
 
 
 def magnitude(w: torch.Tensor) -> torch.Tensor:
@@ -51,4 +59,57 @@ def lamp(w: torch.Tensor) -> torch.Tensor:
     return out.reshape(w.shape)
 
 
-SCORES: dict[str, ScoreFn] = {"magnitude": magnitude, "lamp": lamp}
+@dataclass
+class ScoreInputs:
+    """What a data-dependent score may ask for; the procedure fills what its scores declare.
+
+    ``batches()`` yields ``(images, labels)`` on the model's device (a fresh iterator per call);
+    ``loss`` maps (logits, labels) to a scalar; ``generator`` draws random scores.
+    """
+
+    model: nn.Module
+    params: dict[str, torch.Tensor]  # the prunable tensors, by name, in forward order
+    masks: dict[str, torch.Tensor]  # their current bool masks
+    batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]] | None = None
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    generator: torch.Generator | None = None
+
+
+@dataclass(frozen=True)
+class Score:
+    """A registered score: ``per_layer`` for weight-only scores, ``compute`` for the others."""
+
+    name: str
+    needs: frozenset
+    per_layer: Callable[[torch.Tensor], torch.Tensor] | None = None
+    compute: Callable[[ScoreInputs], list[torch.Tensor]] | None = None
+    description: str = ""
+
+
+SCORES: dict[str, Score] = {}
+
+
+def register(score: Score) -> Score:
+    unknown = score.needs - NEEDS
+    if unknown or (score.per_layer is None) == (score.compute is None):
+        raise ValueError(f"score {score.name!r}: needs {sorted(unknown)} unknown, or not exactly one of per_layer/compute")
+    SCORES[score.name] = score
+    return score
+
+
+def compute(name: str, inputs: ScoreInputs, dense: bool = False) -> list[torch.Tensor]:
+    """The scores of every prunable tensor. Weight-only scores see the effective weights
+    (masked entries 0), or the dense weights when ``dense`` (re-selection over all entries)."""
+    score = SCORES[name]
+    if score.per_layer is not None:
+        return [score.per_layer(p.detach() if dense else p.detach() * inputs.masks[n].to(p.dtype))
+                for n, p in inputs.params.items()]
+    missing = [need for need, have in (("batches", inputs.batches), ("gradients", inputs.loss),
+                                       ("rng", inputs.generator)) if need in score.needs and have is None]
+    if missing:
+        raise ValueError(f"score {name!r} needs {', '.join(missing)}, which the procedure did not supply")
+    return score.compute(inputs)
+
+
+register(Score("magnitude", WEIGHTS_ONLY, per_layer=magnitude, description="|w|"))
+register(Score("lamp", WEIGHTS_ONLY, per_layer=lamp, description="LAMP: w_u^2 / sum_{v>=u} w_v^2 per layer"))

@@ -1,40 +1,19 @@
-"""Pruning methods: a name in the papers' vocabulary -> (procedure, score, allocation).
+"""The registry: procedures (objects that own a run) and methods (names in the papers' vocabulary).
 
-A *procedure* drives training (iterative prune -> retrain, gradual pruning during training, ...);
-a *score* ranks weights (``harness.pruning.scores``); an *allocation* spreads the budget over
-layers (``harness.pruning.allocation``). Adding a method is one line here when its procedure,
-score and allocation exist.
+A method is a procedure with a score, an allocation and parameter overrides; adding one is a
+line here when its procedure, score and allocation exist. A manifest can define more under its
+own ``methods:`` key (a registered method plus parameters).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from harness.pruning.methods.base import Method, Procedure
+from harness.pruning.methods.gradual import Gradual
+from harness.pruning.methods.iterative import Iterative
 
+PROCEDURES: dict[str, Procedure] = {p.name: p for p in (Iterative(), Gradual())}
 
-@dataclass(frozen=True)
-class Procedure:
-    name: str
-    needs_dense: bool  # starts from a shared dense pre-trained model
-    needs_sparsity: bool  # the grid gives it a target sparsity
-    description: str
-
-
-@dataclass(frozen=True)
-class Method:
-    procedure: str
-    score: str
-    allocation: str
-    description: str
-
-
-PROCEDURES = {
-    "iterative": Procedure("iterative", True, False,
-                           "dense pre-training, then rounds of prune -> retrain (optionally rewinding)"),
-    "gradual": Procedure("gradual", False, True,
-                         "train from scratch while the mask follows the Zhu & Gupta cubic schedule"),
-}
-
-METHODS = {
+METHODS: dict[str, Method] = {
     # LAMP paper (Lee et al. 2021): five layerwise-sparsity rules under iterative pruning.
     "global": Method("iterative", "magnitude", "global", "global magnitude pruning"),
     "uniform": Method("iterative", "magnitude", "uniform", "every layer pruned by the same fraction"),
@@ -46,3 +25,5 @@ METHODS = {
     "gradual_magnitude": Method("gradual", "magnitude", "global",
                                 "global magnitude masks on a cubic schedule, no regrowth"),
 }
+
+__all__ = ["METHODS", "PROCEDURES", "Method", "Procedure"]

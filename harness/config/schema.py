@@ -1,0 +1,243 @@
+"""The manifest schema: typed, frozen dataclasses (one per YAML mapping).
+
+Field defaults are part of the schema's meaning: a field left at its default does not enter a
+run's identity (see :mod:`harness.config.identity`), so a new field must default to the value
+that keeps today's behaviour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+class ManifestError(ValueError):
+    """A user mistake in a manifest; ``str()`` is one line naming file, key and expectation."""
+
+
+@dataclass(frozen=True)
+class PaperInfo:
+    key: str
+    title: str
+    venue: str
+    year: int
+    arxiv: str | None = None
+    openreview: str | None = None
+    code: str | None = None
+    commit: str | None = None
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """A dataset as a run sees it: source, normalisation and augmentation."""
+
+    source: Literal["cifar10", "cifar100", "svhn", "fashion_mnist"]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    crop_padding: int
+    pad_mode: Literal["zeros", "reflect"]
+    hflip: bool
+    train_subset: int | None = None
+    test_subset: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str
+    width: float = 1.0
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    name: Literal["adamw", "adam", "sgd"]
+    lr: float
+    weight_decay: float  # always explicit: AdamW's silent default 0.01 is written out
+    betas: tuple[float, float] | None = None
+    eps: float | None = None
+    momentum: float | None = None
+    nesterov: bool = False
+
+
+@dataclass(frozen=True)
+class LRScheduleConfig:
+    name: Literal["constant", "multistep"]
+    milestones: tuple[str, ...] = ()  # durations, e.g. ["150ep", "225ep"]
+    gamma: float = 0.1
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    optimizer: OptimizerConfig
+    lr_schedule: LRScheduleConfig
+    batch_size: int
+    drop_last: bool
+    pretrain: str  # duration: "50000it" or "300ep" (dense pre-training, or the whole run)
+    retrain: str = "0it"  # per pruning round (iterative procedures)
+    precision: Literal["fp32", "bf16"] = "fp32"
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How a model is evaluated. Never part of a dense model's identity."""
+
+    batch_size: int
+    train_examples: int | None = None  # None = the whole split
+    test_examples: int | None = None
+    train_augmented: bool = True  # LAMP measures train accuracy on augmented images
+    epochs: tuple[str, ...] = ()  # single-stage procedures: extra evaluations at these durations
+    every: str | None = None  # ... or every this often (e.g. "1ep"); the end is always evaluated
+
+
+@dataclass(frozen=True)
+class PruningConfig:
+    """What may be pruned, plus one raw parameter section per procedure (``pruning.<procedure>``).
+
+    The sections are validated against each procedure's typed parameters when a cell is resolved
+    (:func:`harness.config.expand.resolve_cell`), because methods and experiments can override them.
+    """
+
+    prunable: Literal["conv_and_linear_weights", "conv_weights", "all_weights"]
+    sections: dict = field(default_factory=dict)  # procedure name -> raw mapping (not a YAML key)
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """A manifest-local method: a registered method with its own parameters (``methods.<key>``)."""
+
+    method: str
+    params: dict = field(default_factory=dict)
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How an experiment's table is laid out (``experiments[i].layout``).
+
+    * ``by_round``: rows (model, method), one column per round labelled by remaining weights (LAMP);
+    * ``by_sparsity``: rows model, one column per method at each target sparsity, plus the dense
+      baseline (DPF);
+    * ``paired``: rows (model, base method), column pairs ``base`` / ``base + modifier`` per density
+      with their difference (AP, PAGS). ``pairs`` lists (base, modified) method keys.
+    """
+
+    kind: Literal["by_round", "by_sparsity", "paired"] = "by_round"
+    metric: str = "test_acc"  # the value of a cell: any tracked metric
+    columns: tuple[str, ...] = ()  # extra tracked metrics shown beside it
+    pairs: tuple[tuple[str, str], ...] = ()
+    dense_method: str | None = None  # by_sparsity: the method whose runs are the dense column
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    title: str
+    methods: tuple[str, ...]
+    models: tuple[str, ...]
+    datasets: tuple[str, ...]
+    seeds: tuple[int, ...]
+    sparsities: tuple[float, ...] = ()  # target sparsities, for procedures that take one
+    overrides: dict = field(default_factory=dict)  # deep-merged over defaults
+    model_overrides: dict = field(default_factory=dict)  # model key -> deep-merged overrides
+    resources: Resources | None = None
+    layout: Layout = Layout()
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class ExpectedCells:
+    """A published number for one or more grid cells; ``value: null`` until recorded.
+
+    ``kind: paper`` is the paper's own table or figure; ``kind: reference`` is a number obtained
+    with the paper's released code (or a predecessor's), shown in its own column, never as the
+    paper's. ``rounds`` selects round cells, ``sparsities`` target-sparsity cells.
+    """
+
+    experiment: str
+    models: tuple[str, ...]
+    methods: tuple[str, ...]
+    value: float | None
+    rounds: tuple[int, ...] = ()
+    sparsities: tuple[float, ...] = ()
+    tolerance: float | None = None
+    datasets: tuple[str, ...] = ()
+    kind: Literal["paper", "reference"] = "paper"
+    metric: str = "test_acc"
+    source: str | None = None
+
+
+@dataclass(frozen=True)
+class NoiseRule:
+    """When is a gap between two means more than the seeds' spread allows?
+
+    ``stderr``: ``a`` is below ``b`` beyond noise when ``mean_b - mean_a - margin > k * se`` with
+    ``se = sqrt(sd_a^2/n_a + sd_b^2/n_b)`` (sample standard deviations over seeds); with fewer than
+    two seeds on either side there is no spread to judge by and the plain comparison decides.
+    ``none``: the plain comparison of means decides.
+    """
+
+    rule: Literal["stderr", "none"] = "stderr"
+    k: float = 2.0
+
+
+@dataclass(frozen=True)
+class Claim:
+    """``a`` is at least ``b`` (mean of ``metric``, within ``margin`` points) at every
+    recorded density <= ``max_density``, for each listed model of ``experiment``."""
+
+    id: str
+    text: str
+    experiment: str
+    a: str
+    b: tuple[str, ...]
+    max_density: float = 1.0
+    min_density: float = 0.0
+    margin: float = 0.0
+    metric: str = "test_acc"
+    higher_is_better: bool = True
+    noise: NoiseRule = NoiseRule()
+    models: tuple[str, ...] = ()
+    source: str | None = None
+
+
+@dataclass(frozen=True)
+class Deviation:
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Defaults:
+    training: TrainingConfig
+    eval: EvalConfig
+
+
+@dataclass(frozen=True)
+class Manifest:
+    paper: PaperInfo
+    datasets: dict[str, DatasetConfig]
+    models: dict[str, ModelConfig]
+    defaults: Defaults
+    pruning: PruningConfig
+    experiments: tuple[Experiment, ...]
+    methods: dict[str, MethodConfig] = field(default_factory=dict)
+    resources: Resources = Resources()
+    expected: tuple[ExpectedCells, ...] = ()
+    claims: tuple[Claim, ...] = ()
+    deviations: tuple[Deviation, ...] = ()
+    profiles: dict = field(default_factory=dict)
+    # set by load(): not part of the YAML
+    profile: str = "full"
+    path: str = ""
+    digest: str = ""
+
+    def experiment(self, name: str) -> Experiment:
+        return next(e for e in self.experiments if e.name == name)
+
+
+NOT_YAML = {"Manifest": ("profile", "path", "digest"), "PruningConfig": ("sections",)}

@@ -1,0 +1,115 @@
+"""One long training stage, shared by the single-stage procedures (gradual pruning, DPF, pruning
+at initialisation): epoch rows, evaluations where the manifest asks, a checkpoint at the end of
+every epoch, resume mid-run, the final row.
+
+The checkpoint holds the model, optimizer, LR scheduler, masks, the procedure hook's state, the
+loop's :class:`~harness.train.TrainState` (data-order generator, RNG) and the rows so far, so a
+run killed in epoch ``e`` restarts at the end of epoch ``e - 1`` and ends bit-identical to an
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from harness import metrics as model_metrics
+from harness.config.expand import RunSpec
+from harness.paths import atomic_save, read_jsonl
+from harness.pruning.masks import MaskSet
+from harness.pruning.methods.base import final_row, row
+from harness.train import HookChain, StepHooks, TrainState, make_optimizer, make_scheduler, stage_seed, train
+from harness.units import duration_steps, steps_per_epoch
+
+
+class StageHook(StepHooks):
+    """A procedure's hook inside a stage: its state is checkpointed, its metrics join each row."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def metrics(self) -> dict:
+        return {}
+
+
+def eval_epochs(spec: RunSpec, spe: int, total_steps: int) -> set[int]:
+    """Epoch numbers (from 1) after which the run is evaluated; the last one always is."""
+    last = math.ceil(total_steps / spe)
+    out = {last}
+    out.update(max(1, math.ceil(duration_steps(d, spe) / spe)) for d in spec.eval.epochs)
+    if spec.eval.every is not None:
+        every = max(1, math.ceil(duration_steps(spec.eval.every, spe) / spe))
+        out.update(range(every, last + 1, every))
+    return {e for e in out if 1 <= e <= last}
+
+
+def run_stage(spec: RunSpec, ctx, d: Path, model: nn.Module, masks: MaskSet, hook: StageHook,
+              stage: str = "train") -> list[dict]:
+    """Train ``model`` for ``training.pretrain`` with ``hook``; resumable; returns every row."""
+    from harness.experiment import evaluate_model, get_data, measure, save_rows
+
+    t = spec.training
+    device = ctx.torch_device
+    data = get_data(spec.dataset, ctx)
+    spe = steps_per_epoch(data.n_train, t.batch_size, t.drop_last)
+    steps = duration_steps(t.pretrain, spe)
+    wanted = eval_epochs(spec, spe, steps)
+    dense_macs = model_metrics.macs(model)[0]
+    opt = make_optimizer(t.optimizer, model.parameters())
+    sched = make_scheduler(opt, t.lr_schedule, spe)
+    rows_path, ckpt_path = d / "rows.jsonl", d / "checkpoint.pt"
+    state = None
+    rows: list[dict] = []
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        if sched is not None:
+            sched.load_state_dict(ck["scheduler"])
+        masks.set_masks_(ck["masks"])
+        hook.load_state_dict(ck["hook"])
+        state = TrainState.from_dict(ck["train_state"])
+        rows = ck["rows"]
+        for r in rows:
+            ctx.report(r)
+
+    def evaluate_row(epoch: int, step: int) -> dict:
+        r = row("epoch", epoch, steps=step, **hook.metrics(), **measure(model, masks, dense_macs),
+                **evaluate_model(model, data, spec.eval, spec.seed, t.precision))
+        rows.append(r)
+        save_rows(rows_path, rows)
+        ctx.report(r)
+        return r
+
+    class EpochEnd(StepHooks):
+        def after_epoch(self, epoch: int, st: TrainState) -> None:
+            if epoch in wanted:
+                evaluate_row(epoch, st.step)
+            atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                         "scheduler": sched.state_dict() if sched is not None else None,
+                         "masks": masks.state_dict(), "hook": hook.state_dict(),
+                         "train_state": st.to_dict(), "rows": list(rows)}, ckpt_path)
+            ctx.checkpointed("epoch", epoch)
+
+    train(model, data, steps=steps, optimizer=opt, scheduler=sched, batch_size=t.batch_size, drop_last=t.drop_last,
+          seed=stage_seed(spec.seed, stage), hooks=HookChain(hook, EpochEnd()), precision=t.precision, state=state)
+    last_epoch = math.ceil(steps / spe)
+    if not rows or rows[-1]["index"] != last_epoch:  # the budget ended mid-epoch
+        evaluate_row(last_epoch, steps)
+    atomic_save(masks.state_dict(), d / "masks_final.pt")
+    epoch_rows = [r for r in rows if r["axis"] == "epoch"]
+    rows.append(final_row(rows[-1], best_test_acc=max(r["test_acc"] for r in epoch_rows),
+                          best_epoch=max(epoch_rows, key=lambda r: r["test_acc"])["index"]))
+    save_rows(rows_path, rows)
+    ctx.report(rows[-1])
+    return rows
+
+
+def read_rows(d: Path) -> list[dict]:
+    return read_jsonl(d / "rows.jsonl")
