@@ -52,3 +52,25 @@ bench: install
 
 clean:
 	rm -rf runs ray_results mlflow.db mlartifacts
+
+# Mutation testing with mutmut 3 (not part of `make test`; config in pyproject.toml [tool.mutmut]).
+#   make mutate                                       all configured files
+#   make mutate MUTANTS='harness.pruning.schedules.*' only the mutants matching a name glob
+#   make mutate MUTATE_JOBS=2 FRESH=1                 parallel workers; FRESH=1 deletes ./mutants/ first
+# Results are kept in ./mutants/ (git-ignored) and reused by the next run; `$(BIN)/mutmut browse` explores them.
+# mutmut never re-copies an unmutated file that is already in ./mutants/: after moving or editing other
+# harness/ files (e.g. the config/report refactor) run with FRESH=1, or the tests see the old copies.
+# (uses the existing venv as is, runs `make install` only when there is none)
+MUTANTS     ?=
+MUTATE_JOBS ?= 1
+.PHONY: mutate
+mutate:
+	@test -x $(BIN)/python || $(MAKE) install
+	@$(BIN)/python -c 'import mutmut' 2>/dev/null || $(BIN)/pip install -q 'mutmut>=3.8,<4'
+	$(if $(FRESH),rm -rf mutants,)
+	$(BIN)/mutmut run --max-children $(MUTATE_JOBS) $(foreach m,$(MUTANTS),'$(m)')
+	@$(BIN)/mutmut export-cicd-stats >/dev/null
+	@echo "== mutation summary (all configured files; 'total' includes mutants not run yet) =="
+	@cat mutants/mutmut-cicd-stats.json; echo
+	@echo "== mutants run but not killed (see one with: $(BIN)/mutmut show NAME) =="
+	@$(BIN)/mutmut results | grep -v ': not checked$$' || true
