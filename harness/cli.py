@@ -130,12 +130,13 @@ def cmd_plan(args) -> int:
     print("-" * len(header))
     print(f"{'total':<16} {'':<10} {'':>11} {'':<16} {'':>5} {tot_runs:>5} {tot_dense:>5} "
           f"{tot_img:>14,} {tot_flop / 1e15:>9.2f}")
-    seen_lines: set[str] = set()
+    by_summary: dict[str, list[str]] = defaultdict(list)
     for s in specs:
-        line = f"{s.method}: {s.proc.summary(s)}"
-        if line not in seen_lines:
-            seen_lines.add(line)
-            print(f"  {line}")
+        line = s.proc.summary(s)
+        if s.method not in by_summary[line]:
+            by_summary[line].append(s.method)
+    for line, methods in by_summary.items():
+        print(f"  {', '.join(methods)}: {line}")
     print("compute: training FLOPs ≈ 6 × forward MACs × training images (dense kernels with masks), mask "
           "selection passes included; evaluation passes excluded")
     if args.ids:

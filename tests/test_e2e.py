@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from harness import experiment, report, schedule
-from harness.manifest import expand
+from harness.config import expand
 from harness.paths import Paths, read_jsonl
 from harness.tracking import RUN_ID_TAG, Tracker, run_name, run_tags
 
@@ -31,12 +31,12 @@ def test_ci_profile_through_ray_mlflow_and_report(tmp_path, data_root, ci_manife
     victim = next(s for s in specs if s.method == "lamp" and s.seed == 1)
     mid = tracker.open(m.paper.key, victim, run_tags(victim, m), run_name(victim))
     ctx = experiment.Context(paths=paths, data_root=data_root, report=lambda r: tracker.log_row(mid, r),
-                             stop_after_round=1)
+                             stop_after=("round", 1))
     with pytest.raises(experiment.Interrupted):
         experiment.run(victim, ctx)
     tracker.close(mid, "KILLED")
     run_dir = paths.run_dir("lamp", victim.id)
-    round1 = read_jsonl(run_dir / "rounds.jsonl")[1]
+    round1 = read_jsonl(run_dir / "rows.jsonl")[1]
 
     # 2. The same command as `prunebench run --profile ci`: finishes the grid through Ray.
     opts = schedule.Options(paths=paths, data_root=data_root, executor="ray")
@@ -58,19 +58,21 @@ def test_ci_profile_through_ray_mlflow_and_report(tmp_path, data_root, ci_manife
     assert {s.id for s in specs} <= set(ids)
     for r in runs:  # no write lost, none doubled (the victim's replayed rounds included)
         steps = [0] if r.data.tags["stage"] == "dense" else [0, 1, 2, 3]
-        for key in ("test_acc", "test_loss", "train_acc", "density"):
+        for key in ("test_acc", "test_loss", "train_acc", "density", "round"):
             hist = tracker.client.get_metric_history(r.info.run_id, key)
             assert sorted(h.step for h in hist) == steps, (r.info.run_name, key)
+        if r.data.tags["stage"] != "dense":  # the final row, once
+            assert [h.step for h in tracker.client.get_metric_history(r.info.run_id, "final/test_acc")] == [0]
     prune_run = next(r for r in runs if r.data.tags["stage"] == "prune")
     tags = prune_run.data.tags
     for key in ("paper", "experiment", "method", "model", "dataset", "seed", "manifest_hash", "code_version"):
         assert tags[key], key
     assert {a.path for a in tracker.client.list_artifacts(prune_run.info.run_id)} == \
-        {"spec.json", "rounds.jsonl", "layer_density.csv", "masks_final.pt"}
+        {"spec.json", "rows.jsonl", "layer_density.csv", "masks_final.pt"}
 
     # 4. The interrupted run resumed: round 1 was not redone.
-    rows = read_jsonl(run_dir / "rounds.jsonl")
-    assert [r["round"] for r in rows] == [0, 1, 2, 3] and rows[1] == round1
+    rows = read_jsonl(run_dir / "rows.jsonl")
+    assert [r["index"] for r in rows] == [0, 1, 2, 3, 0] and rows[1] == round1
 
     # 5. Report: all five methods, 3 rounds, 2 seeds; regression against the committed reference.
     out_dir = tmp_path / "report"

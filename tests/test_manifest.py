@@ -121,12 +121,12 @@ def test_run_id_changes_with_every_field():
     (lambda r: r["defaults"]["training"]["optimizer"].update(lrr=1), "defaults.training.optimizer.lrr: unknown key"),
     (lambda r: r["defaults"]["training"].update(batch_size="100"), "defaults.training.batch_size: expected an integer"),
     (lambda r: r["pruning"]["iterative"].update(amount_per_round=1.0), "pruning.iterative.amount_per_round: expected a fraction in (0, 1)"),
-    (lambda r: r["pruning"].update(iterativ={}), "pruning.iterativ: unknown key (expected one of: prunable, gradual, iterative)"),
+    (lambda r: r["pruning"].update(iterativ={}), "pruning.iterativ: unknown key (expected one of: prunable, at_init, dense, gradual, iterative, one_shot)"),
     (lambda r: r["pruning"]["iterative"].update(round=3), "pruning.iterative.round: unknown key"),
     (lambda r: r["pruning"]["iterative"].pop("rounds"), "pruning.iterative.rounds: missing (expected an integer)"),
-    (lambda r: r["experiments"][0]["methods"].append("gradual_magnitude"), "experiments[0].sparsities: expected target sparsities"),
-    (lambda r: r["experiments"][0].update(methods=["gradual_magnitude"], sparsities=[0.9]),
-     "pruning.gradual.start: missing (expected a string)"),
+    (lambda r: r["experiments"][0]["methods"].append("incremental"), "experiments[0].sparsities: expected target sparsities"),
+    (lambda r: r["experiments"][0].update(methods=["incremental"], sparsities=[0.9]),
+     "pruning.gradual.end: missing (expected a string)"),
     (lambda r: r.update(methods={"lamp_fast": {"method": "lamp", "params": {"rounds": 0}}}) or r["experiments"][0]["methods"].append("lamp_fast"),
      "pruning.iterative.rounds: expected a positive integer, got 0"),
     (lambda r: r.update(methods={"lamp": {"method": "lamp"}}), "methods.lamp: 'lamp' is a registered method"),
@@ -147,7 +147,7 @@ def test_bad_manifests_get_one_line_errors(tmp_path, mutate, expect):
 
 
 def test_unknown_profile_and_missing_file(tmp_path):
-    with pytest.raises(ManifestError, match=r"profiles: no profile 'tiny' \(expected one of: full, ci\)"):
+    with pytest.raises(ManifestError, match=r"profiles: no profile 'tiny' \(expected one of: full, ci, claims\)"):
         load(LAMP, "tiny")
     with pytest.raises(ManifestError, match="manifest file not found"):
         load(tmp_path / "nope.yaml")

@@ -54,6 +54,7 @@ class MaskSet:
         if masks.keys() != params.keys():
             raise ValueError("masks and prunable parameters name different tensors")
         self.masks = {n: m.to(device=params[n].device, dtype=torch.bool) for n, m in masks.items()}
+        self._stash: list[torch.Tensor] | None = None
         self._refresh()
 
     @classmethod
@@ -69,6 +70,21 @@ class MaskSet:
     def apply_(self) -> None:
         """Zero every masked weight in place (one fused multiply over all tensors)."""
         torch._foreach_mul_(self._weights, self._factors)
+
+    # -- straight-through (DPF): forward with m * w, step on the dense w
+    @torch.no_grad()
+    def stash_dense_(self) -> None:
+        """Keep a copy of the dense weights, then write the masked copy m * w into them."""
+        if self._stash is None:
+            self._stash = [w.clone() for w in self._weights]
+        else:
+            torch._foreach_copy_(self._stash, self._weights)
+        self.apply_()
+
+    @torch.no_grad()
+    def restore_dense_(self) -> None:
+        """Put the dense weights back (gradients computed at m * w then update the dense w)."""
+        torch._foreach_copy_(self._weights, self._stash)
 
     def __iter__(self) -> Iterator[tuple[str, torch.Tensor]]:
         return iter(self.masks.items())

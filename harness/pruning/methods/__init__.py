@@ -7,11 +7,13 @@ own ``methods:`` key (a registered method plus parameters).
 
 from __future__ import annotations
 
+from harness.pruning.methods.at_init import AtInit
 from harness.pruning.methods.base import Method, Procedure
+from harness.pruning.methods.dense import Dense
 from harness.pruning.methods.gradual import Gradual
-from harness.pruning.methods.iterative import Iterative
+from harness.pruning.methods.iterative import Iterative, OneShot
 
-PROCEDURES: dict[str, Procedure] = {p.name: p for p in (Iterative(), Gradual())}
+PROCEDURES: dict[str, Procedure] = {p.name: p for p in (Iterative(), OneShot(), Gradual(), AtInit(), Dense())}
 
 METHODS: dict[str, Method] = {
     # LAMP paper (Lee et al. 2021): five layerwise-sparsity rules under iterative pruning.
@@ -21,9 +23,15 @@ METHODS: dict[str, Method] = {
                            "uniform, first conv dense, last layer >= 20% (Gale et al. 2019)"),
     "erk": Method("iterative", "magnitude", "erk", "Erdos-Renyi-Kernel layer densities (Evci et al. 2020)"),
     "lamp": Method("iterative", "lamp", "global", "LAMP scores with one global threshold"),
-    # Zhu & Gupta (2017) gradual magnitude pruning; DPF's "Incremental" baseline.
-    "gradual_magnitude": Method("gradual", "magnitude", "global",
-                                "global magnitude masks on a cubic schedule, no regrowth"),
+    # DPF paper (Lin et al. 2020) and its baselines (dpf.md sections 1 and 4).
+    "dpf": Method("gradual", "magnitude", "global",
+                  "DPF: global magnitude masks re-selected over all weights on the cubic schedule, "
+                  "straight-through gradient to the dense weights", params={"feedback": True}),
+    "incremental": Method("gradual", "magnitude", "global",
+                          "Zhu & Gupta gradual magnitude pruning on the cubic schedule, no regrowth (DPF without feedback)"),
+    "one_shot": Method("one_shot", "magnitude", "global", "One-shot P+FT: train dense, prune once, fine-tune"),
+    "snip": Method("at_init", "snip", "global", "SNIP: |g * w| on one mini-batch at initialisation, fixed mask"),
+    "dense": Method("dense", "magnitude", "global", "no pruning (dense baseline)"),
 }
 
 __all__ = ["METHODS", "PROCEDURES", "Method", "Procedure"]

@@ -53,17 +53,21 @@ class Iterative(Procedure):
                          drop_last=t.drop_last, steps=t.pretrain, precision=t.precision, seed=spec.seed,
                          snapshot_step=rewind if rewind else None)
 
+    def schedule(self, spec: RunSpec) -> IterativeParams:
+        """The rounds this run prunes (its parameters, here)."""
+        return spec.params
+
     def planned_rows(self, spec: RunSpec) -> list[tuple[str, int]]:
-        return [("round", k) for k in range(spec.params.rounds + 1)] + [("final", 0)]
+        return [("round", k) for k in range(self.schedule(spec).rounds + 1)] + [("final", 0)]
 
     def images(self, spec: RunSpec, n_train: int) -> tuple[int, int]:
         t = spec.training
         spe = steps_per_epoch(n_train, t.batch_size, t.drop_last)
         return (duration_steps(t.pretrain, spe) * t.batch_size,
-                duration_steps(t.retrain, spe) * t.batch_size * spec.params.rounds)
+                duration_steps(t.retrain, spe) * t.batch_size * self.schedule(spec).rounds)
 
     def summary(self, spec: RunSpec) -> str:
-        p = spec.params
+        p = self.schedule(spec)
         rewind = "" if p.rewind_step is None else f", rewind to step {p.rewind_step}"
         return (f"{p.rounds} rounds of {100 * p.amount_per_round:g}% -> "
                 f"{100 * (1 - p.amount_per_round) ** p.rounds:.3g}% remaining{rewind}")
@@ -72,7 +76,7 @@ class Iterative(Procedure):
         from harness.experiment import evaluate_model, get_data, measure, run_dense, save_rows
 
         device = ctx.torch_device
-        p, t = spec.params, spec.training
+        p, t = self.schedule(spec), spec.training
         dense_spec = self.dense_spec(spec)
         dense_row = run_dense(dense_spec, ctx, spec.eval)
         dense_dir = ctx.paths.dense_dir(dense_spec.id)
@@ -132,3 +136,29 @@ class Iterative(Procedure):
         save_rows(rows_path, rows)
         ctx.report(rows[-1])
         return rows
+
+
+@dataclass(frozen=True)
+class OneShotParams:
+    rewind_step: int | None = None
+    fresh_optimizer_each_round: bool = True
+
+
+class OneShot(Iterative):
+    """One-shot prune + fine-tune (Han et al. 2015 style, DPF's "One-shot P+FT" baseline): the
+    shared dense model is pruned once to the target sparsity, then fine-tuned for
+    ``training.retrain`` with the mask fixed. Rows: round 0 (dense), round 1, final."""
+
+    name = "one_shot"
+    Params = OneShotParams
+    needs_sparsity = True
+    description = "dense training, one pruning step to the target sparsity, fine-tuning with the mask fixed"
+
+    def check(self, p: OneShotParams, err) -> None:
+        if p.rewind_step is not None and p.rewind_step < 0:
+            err("rewind_step", f"expected a step >= 0 or null, got {p.rewind_step}")
+
+    def schedule(self, spec: RunSpec) -> IterativeParams:
+        p = spec.params
+        return IterativeParams(amount_per_round=spec.target_sparsity or 0.0, rounds=1, rewind_step=p.rewind_step,
+                               fresh_optimizer_each_round=p.fresh_optimizer_each_round)

@@ -10,6 +10,7 @@ uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from harness import metrics as model_metrics
 from harness.config.expand import RunSpec
 from harness.paths import atomic_save, read_jsonl
 from harness.pruning.masks import MaskSet
-from harness.pruning.methods.base import final_row, row
+from harness.pruning.methods.base import Procedure, final_row, row
 from harness.train import HookChain, StepHooks, TrainState, make_optimizer, make_scheduler, stage_seed, train
 from harness.units import duration_steps, steps_per_epoch
 
@@ -36,6 +37,41 @@ class StageHook(StepHooks):
 
     def metrics(self) -> dict:
         return {}
+
+    def effective_weights(self):
+        """A context in which the model holds the weights to evaluate (DPF: m * w)."""
+        return contextlib.nullcontext()
+
+    def finish(self) -> None:
+        """After the last step: leave the model as the run's output."""
+
+
+class FixedMask(StageHook):
+    """A mask chosen before training and held fixed: masked weights re-zeroed after every step."""
+
+    def __init__(self, masks: MaskSet):
+        self.masks = masks
+
+    def after_optimizer_step(self, step: int) -> None:
+        self.masks.apply_()
+
+
+class SingleStage(Procedure):
+    """A procedure whose run is one training stage of ``training.pretrain`` from the
+    initialisation: rows on the ``epoch`` axis at the evaluated epochs, then the final row."""
+
+    axis = "epoch"
+
+    def planned_rows(self, spec: RunSpec) -> list[tuple[str, int]]:
+        from harness.config import train_size
+
+        t = spec.training
+        spe = steps_per_epoch(train_size(spec.dataset), t.batch_size, t.drop_last)
+        return [("epoch", e) for e in sorted(eval_epochs(spec, spe, duration_steps(t.pretrain, spe)))] + [("final", 0)]
+
+    def images(self, spec: RunSpec, n_train: int) -> tuple[int, int]:
+        t = spec.training
+        return 0, duration_steps(t.pretrain, steps_per_epoch(n_train, t.batch_size, t.drop_last)) * t.batch_size
 
 
 def eval_epochs(spec: RunSpec, spe: int, total_steps: int) -> set[int]:
@@ -80,8 +116,9 @@ def run_stage(spec: RunSpec, ctx, d: Path, model: nn.Module, masks: MaskSet, hoo
             ctx.report(r)
 
     def evaluate_row(epoch: int, step: int) -> dict:
-        r = row("epoch", epoch, steps=step, **hook.metrics(), **measure(model, masks, dense_macs),
-                **evaluate_model(model, data, spec.eval, spec.seed, t.precision))
+        with hook.effective_weights():
+            r = row("epoch", epoch, steps=step, **hook.metrics(), **measure(model, masks, dense_macs),
+                    **evaluate_model(model, data, spec.eval, spec.seed, t.precision))
         rows.append(r)
         save_rows(rows_path, rows)
         ctx.report(r)
@@ -99,6 +136,7 @@ def run_stage(spec: RunSpec, ctx, d: Path, model: nn.Module, masks: MaskSet, hoo
 
     train(model, data, steps=steps, optimizer=opt, scheduler=sched, batch_size=t.batch_size, drop_last=t.drop_last,
           seed=stage_seed(spec.seed, stage), hooks=HookChain(hook, EpochEnd()), precision=t.precision, state=state)
+    hook.finish()
     last_epoch = math.ceil(steps / spe)
     if not rows or rows[-1]["index"] != last_epoch:  # the budget ended mid-epoch
         evaluate_row(last_epoch, steps)
