@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from harness.metrics import count_params, layer_macs, macs
 from harness.models import MODELS, build_model
+from harness.models.wideresnet import WideResNet
 
 # arch: (total params, Conv2d+Linear weights, Conv2d+Linear modules, dense MACs in M to 0.1) at width 1, 10 classes.
 EXPECTED = {
@@ -15,7 +17,47 @@ EXPECTED = {
     "resnet18_cifar_kuangliu": (11_173_962, 11_164_352, 21, 555.4),
     "densenet_bc_121_g12": (1_000_618, 969_288, 121, 125.3),
     "efficientnet_b0_cifar_lamp": (3_599_686, 3_550_816, 82, 30.3),
+    # DPF (dpf.md section 3): weights = the sheet's conv weights + Linear weights (64*10 / 256*10 / 64k*10 / VGG's
+    # 512*512 + 512*512 + 512*10).
+    "resnet20_cifar_optb": (272_474, 270_896, 22, 40.8),
+    "resnet32_cifar_optb": (466_906, 464_432, 34, 69.1),
+    # The sheets print 125.8 M (dpf.md 3, common.md 1.4 / 2.1); the exact count 125,747,840 (DPF_EXPECTED) rounds to
+    # 125.7 -- the printed value is double rounding (125.748 -> 125.75 -> 125.8). Params match the sheet exactly.
+    "resnet56_cifar_optb": (855_770, 851_504, 58, 125.7),
+    "resnet56_cifar_bottleneck_lin": (869_530, 856_496, 86, 127.3),
+    "wrn28_2_preact_lin": (1_467_610, 1_463_984, 29, 214.4),
+    "wrn28_4_preact_lin": (5_849_050, 5_841_840, 29, 845.6),
+    "wrn28_8_preact_lin": (23_354_842, 23_340_464, 29, 3360.1),
+    "vgg16d_bn_fc3_lin": (15_253_578, 15_239_872, 16, 313.7),
 }
+
+# DPF models at width 1, 10 classes: (total params, conv weights = DPF's prunable set (INCHEON, dpf.md 1.5), exact
+# dense MACs, the sheet's MACs in M, ReLU activation sites). Params, conv weights and the sheet's MACs are the table of
+# dpf.md section 3 (= common.md 1.4 / 2.1). The exact MACs are derived analytically from the definitions of dpf.md 3.1 /
+# 3.2 with conv MAC = C_out*H_out*W_out*C_in*k^2 and linear MAC = in*out (common.md 2.1); a full 3x3 conv of a stage
+# costs 16^2*32^2*9 = 32^2*16^2*9 = 64^2*8^2*9 = 2,359,296 (times k^2 for WRN):
+# * BasicBlock ResNet-(6n+2): stem 442,368 + fc 640 + two stride-2 first convs 2 * 1,179,648 + two 1x1 projections
+#   2 * 131,072 = 3,064,448, plus (6n - 2) full convs: 3,064,448 + (6n - 2) * 2,359,296 -> n = 3 / 5 / 9.
+# * Bottleneck ResNet-56 (w = 16/32/64, out 4w, stride on the 3x3): stage 1 = 262,144 + 2,359,296 + 1,048,576 +
+#   1,048,576 (projection) + 8 * 4,456,448 = 40,370,176; stages 2 and 3 = 2,097,152 + 2,359,296 + 1,048,576 +
+#   2,097,152 + 8 * 4,456,448 = 43,253,760 each; stem 442,368; fc 2,560 -> 127,322,624.
+# * WRN-28-k: 442,368 (stem) + k * (2,359,296 + 262,144 + 640) (group-1 first conv, its 1x1 shortcut, fc)
+#   + k^2 * (21 * 2,359,296 + 2 * 1,179,648 + 2 * 131,072) (21 full convs, two stride-2 first convs, two shortcuts)
+#   = 442,368 + 2,622,080 k + 52,166,656 k^2.
+# * VGG16-D: the 13 convs of config D sum to 313,196,544 (as LAMP's VGG-16 features); + 512*512 + 512*512 + 512*10.
+# ReLU sites: ResNet 1 + 2 per block (Bottleneck: 3); WRN 2 per block + 1 in the head; VGG 13 + 2.
+DPF_EXPECTED = {
+    "resnet20_cifar_optb": (272_474, 270_256, 40_813_184, 40.8, 19),
+    "resnet32_cifar_optb": (466_906, 463_792, 69_124_736, 69.1, 31),
+    "resnet56_cifar_optb": (855_770, 850_864, 125_747_840, 125.8, 55),
+    "resnet56_cifar_bottleneck_lin": (869_530, 853_936, 127_322_624, 127.3, 82),
+    "wrn28_2_preact_lin": (1_467_610, 1_462_704, 214_353_152, 214.4, 25),  # the paper's own 216 M: dpf.md 2.1
+    "wrn28_4_preact_lin": (5_849_050, 5_839_280, 845_597_184, 845.6, 25),
+    "wrn28_8_preact_lin": (23_354_842, 23_335_344, 3_360_084_992, 3360, 25),
+    "vgg16d_bn_fc3_lin": (15_253_578, 14_710_464, 313_725_952, 313.7, 15),
+}
+# Allowed gap to the sheet's printed MACs: half a unit of its last digit, except the double-rounded ResNet-56 value.
+SHEET_MACS_TOL = {"resnet56_cifar_optb": 0.053, "wrn28_8_preact_lin": 0.5}
 
 
 def prunable(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -116,3 +158,130 @@ def test_masked_macs_halve_one_layer() -> None:
 def test_unknown_arch() -> None:
     with pytest.raises(ValueError, match=r"unknown model 'vgg19' \(expected one of: .*vgg16_bn_fc1_lamp"):
         build_model("vgg19")
+
+
+# ---- DPF models (dpf.md section 3) ----
+
+
+@pytest.fixture(scope="module", params=sorted(DPF_EXPECTED))
+def dpf_model(request: pytest.FixtureRequest) -> tuple[str, nn.Module]:
+    torch.manual_seed(0)
+    return request.param, build_model(request.param)
+
+
+def test_dpf_exact_counts(dpf_model: tuple[str, nn.Module]) -> None:
+    arch, model = dpf_model
+    total, conv_weights, exact_macs, sheet_macs, _ = DPF_EXPECTED[arch]
+    assert count_params(model) == total
+    assert sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Conv2d)) == conv_weights
+    dense, nonzero = macs(model)
+    assert dense == nonzero == exact_macs
+    assert abs(dense / 1e6 - sheet_macs) <= SHEET_MACS_TOL.get(arch, 0.05)
+
+
+def _relu_sites(model: nn.Module, x: torch.Tensor) -> tuple[int, dict[str, int], torch.Tensor]:
+    """Run one forward in the model's current mode; return (relu calls of any kind, per-``nn.ReLU``-module hook
+    firings, output)."""
+    from torch.overrides import TorchFunctionMode
+
+    relu_fns = {torch.relu, torch.relu_, F.relu, F.relu_, torch.Tensor.relu, torch.Tensor.relu_}
+
+    class CountRelu(TorchFunctionMode):
+        calls = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            # The mode is off while func runs, so F.relu -> torch.relu counts once.
+            if func in relu_fns:
+                CountRelu.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    fired: dict[str, int] = {}
+    handles = []
+    for name, m in model.named_modules(remove_duplicate=False):
+        if isinstance(m, nn.ReLU):
+            fired[name] = 0
+            handles.append(m.register_forward_hook(lambda *_, n=name: fired.__setitem__(n, fired[n] + 1)))
+    try:
+        with torch.no_grad(), CountRelu():
+            out = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return CountRelu.calls, fired, out
+
+
+def test_dpf_every_relu_site_is_its_own_module(dpf_model: tuple[str, nn.Module]) -> None:
+    """Every activation of the forward pass is an nn.ReLU module call, each module firing exactly once."""
+    arch, model = dpf_model
+    model.eval()
+    calls, fired, _ = _relu_sites(model, torch.randn(1, 3, 32, 32))
+    assert calls == len(fired) == DPF_EXPECTED[arch][4]
+    assert set(fired.values()) == {1}
+    assert all(not m.inplace for m in model.modules() if isinstance(m, nn.ReLU))
+
+
+def test_relu_site_counter_sees_functional_relu() -> None:
+    """The counter of the test above catches functional calls (the LAMP ResNet-18 uses F.relu)."""
+    calls, fired, _ = _relu_sites(build_model("resnet18_cifar_kuangliu", width=0.125), torch.zeros(1, 3, 32, 32))
+    assert (calls, len(fired)) == (17, 0)
+
+
+@pytest.mark.parametrize("arch", sorted(DPF_EXPECTED))
+def test_dpf_width_quarter_forward(arch: str) -> None:
+    model = build_model(arch, width=0.25)
+    assert len(prunable(model)) == EXPECTED[arch][2]
+    model.train()
+    calls, fired, out = _relu_sites(model, torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 10) and bool(torch.isfinite(out).all())
+    assert calls == len(fired) == DPF_EXPECTED[arch][4] and set(fired.values()) == {1}
+
+
+def test_resnet20_width_quarter_ci_counts() -> None:
+    """dpf.md section 9: channels 4 / 8 / 16, 17.5 k params, 2.6 M MACs (exact: 17,534 and 2,633,888)."""
+    model = build_model("resnet20_cifar_optb", width=0.25)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert sorted({m.out_channels for m in convs}) == [4, 8, 16]
+    assert model.fc.in_features == 16
+    assert count_params(model) == 17_534
+    assert macs(model)[0] == 2_633_888
+
+
+def test_dpf_shortcuts() -> None:
+    """Projections: INCHEON at the first block of stages 2-3 (conv + BN); the framework's Bottleneck at every stage;
+    WRN-28-k at the first block of each group, a bare 1x1 conv (dpf.md 3.1 / 3.2)."""
+    def projections(model: nn.Module) -> list[str]:
+        return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)
+                and n.endswith("shortcut" if isinstance(model, WideResNet) else "shortcut.0")]
+
+    assert projections(build_model("resnet56_cifar_optb", width=0.25)) == ["layer2.0.shortcut.0", "layer3.0.shortcut.0"]
+    assert projections(build_model("resnet56_cifar_bottleneck_lin", width=0.25)) == [
+        "layer1.0.shortcut.0", "layer2.0.shortcut.0", "layer3.0.shortcut.0"]
+    assert projections(build_model("wrn28_2_preact_lin", width=0.25)) == [
+        "block1.0.shortcut", "block2.0.shortcut", "block3.0.shortcut"]
+    wrn = build_model("wrn28_2_preact_lin", width=0.25)
+    assert not any(isinstance(m, nn.Dropout) for m in wrn.modules())  # --drop_rate default 0.0 (dpf.md 3.2)
+    vgg = build_model("vgg16d_bn_fc3_lin", width=0.25)
+    assert [type(m).__name__ for m in vgg.classifier] == ["Dropout", "Linear", "ReLU", "Dropout", "Linear", "ReLU",
+                                                         "Linear"]
+    assert all(m.p == 0.5 for m in vgg.classifier if isinstance(m, nn.Dropout))
+
+
+def test_dpf_init(dpf_model: tuple[str, nn.Module]) -> None:
+    """dpf.md 3.1 / 3.2: conv N(0, sqrt(2 / (k^2 C_out))); BN 1 / 0; Linear weight PyTorch default; WRN Linear bias 0;
+    VGG conv biases keep PyTorch's default uniform init."""
+    arch, model = dpf_model
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            std = (2.0 / (m.kernel_size[0] * m.kernel_size[1] * m.out_channels)) ** 0.5
+            assert abs(float(m.weight.detach().std()) / std - 1) < 0.2
+            if m.bias is not None:
+                bound = (m.in_channels * m.kernel_size[0] * m.kernel_size[1]) ** -0.5
+                assert 0 < float(m.bias.detach().abs().max()) <= bound
+        elif isinstance(m, nn.BatchNorm2d):
+            assert bool((m.weight == 1).all()) and bool((m.bias == 0).all())
+        elif isinstance(m, nn.Linear):
+            bound = m.in_features**-0.5
+            assert float(m.weight.detach().abs().max()) <= bound
+            assert (float(m.bias.detach().abs().max()) == 0) == arch.startswith("wrn")
+    conv_bias = [m.bias is not None for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert all(conv_bias) if arch.startswith("vgg") else not any(conv_bias)

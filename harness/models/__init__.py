@@ -9,20 +9,41 @@ from torch import nn
 from .densenet import densenet_bc_121_g12
 from .efficientnet import efficientnet_b0_cifar_lamp
 from .resnet_cifar import resnet18_cifar_kuangliu
+from .resnet_cifar_dpf import (
+    resnet20_cifar_optb,
+    resnet32_cifar_optb,
+    resnet56_cifar_bottleneck_lin,
+    resnet56_cifar_optb,
+)
 from .vgg import scaled_width, vgg16_bn_fc1_lamp
+from .vgg16d import vgg16d_bn_fc3_lin
+from .wideresnet import wrn28_2_preact_lin, wrn28_4_preact_lin, wrn28_8_preact_lin
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "vgg16_bn_fc1_lamp": vgg16_bn_fc1_lamp,
     "resnet18_cifar_kuangliu": resnet18_cifar_kuangliu,
     "densenet_bc_121_g12": densenet_bc_121_g12,
     "efficientnet_b0_cifar_lamp": efficientnet_b0_cifar_lamp,
+    # DPF (dpf.md section 3): INCHEON BasicBlock ResNets with option-B shortcuts (3.1) ...
+    "resnet20_cifar_optb": resnet20_cifar_optb,
+    "resnet32_cifar_optb": resnet32_cifar_optb,
+    "resnet56_cifar_optb": resnet56_cifar_optb,
+    # ... and the first author's framework, epfml/LocalSGD-Code (3.2).
+    "resnet56_cifar_bottleneck_lin": resnet56_cifar_bottleneck_lin,
+    "wrn28_2_preact_lin": wrn28_2_preact_lin,
+    "wrn28_4_preact_lin": wrn28_4_preact_lin,
+    "wrn28_8_preact_lin": wrn28_8_preact_lin,
+    "vgg16d_bn_fc3_lin": vgg16d_bn_fc3_lin,
 }
 
 __all__ = ["MODELS", "build_model", "scaled_width"]
 
 
 def build_model(arch: str, num_classes: int = 10, width: float = 1.0) -> nn.Module:
-    """Build ``arch`` for 3x32x32 inputs with PyTorch default initialisation (lamp.md section 4).
+    """Build ``arch`` for 3x32x32 inputs with its paper's initialisation, stated in each builder's module docstring.
+
+    The LAMP models use PyTorch default initialisation (lamp.md section 4); the DPF models use Kaiming-normal fan_out
+    convs and BN weight 1 / bias 0 (dpf.md sections 3.1 and 3.2).
 
     ``width`` multiplies every channel width, ``max(1, int(round(c * width)))`` (lamp.md section 11).
     """
