@@ -180,3 +180,17 @@ def test_dormant_claims_are_not_evaluated():
     m = manifest(experiment(), claims=[claim(), claim(id="other", experiment="not_in_profile")])
     assert [c.id for c in report.evaluate_claims(m, [])] == ["lamp_wins"]
     assert [c.id for c in report.dormant_claims(m)] == ["other"]
+
+
+def test_methods_trained_to_a_target_meet_at_their_final_rows():
+    """One-shot (rounds 0 and 1, then final) and DPF (final only) at the same target sparsity are
+    compared at their final rows; before this rule one-shot was silently never compared."""
+    e = experiment(methods=("one_shot", "dpf"), sparsities=(0.9,))
+    specs = [s for s in specs_for(e, FINAL, targets=(0.9,)) if s.method == "dpf"]
+    specs += [s for s in specs_for(e, (("round", 0), ("round", 1), ("final", 0)), targets=(0.9,))
+              if s.method == "one_shot"]
+    results = {s.id: (final_run(0.80, 0.1) if s.method == "dpf" else round_run([0.9, 0.85], [1.0, 0.1]))
+               for s in specs}
+    m = manifest(e, claims=[claim(a="dpf", b=("one_shot",))])
+    (r,) = report.evaluate_claims(m, report.aggregate(m, specs, results))
+    assert r.outcome == FAILED and "dpf 80.0 ± 0.0 (n=2) < one_shot 85.0 ± 0.0 (n=2)" in r.evidence

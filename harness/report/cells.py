@@ -184,11 +184,14 @@ def aggregate(manifest: Manifest, specs: Iterable[Any], results: Mapping[str, Ru
 
 
 def result_rows(cells: Iterable[Cell]) -> list[Cell]:
-    """The rows that are results: pruning rounds, or the final row of a group without rounds
-    (epoch rows are training curves)."""
+    """The rows that are results: the final row of a run trained to a target sparsity (whatever
+    its procedure: one-shot's rounds included, so methods meet at the same cell), else the
+    pruning rounds, else the final row (epoch rows are training curves)."""
     cells = list(cells)
     with_rounds = {c.key[:5] for c in cells if c.axis == "round"}
-    return [c for c in cells if c.axis == "round" or (c.axis == "final" and c.key[:5] not in with_rounds)]
+    return [c for c in cells
+            if (c.axis == "final" and (c.target_sparsity is not None or c.key[:5] not in with_rounds))
+            or (c.axis == "round" and c.target_sparsity is None)]
 
 
 def index(cells: Iterable[Cell]) -> dict[tuple, Cell]:
