@@ -165,10 +165,19 @@ def _preflight(jobs: list[_Job], opts: Options) -> None:
         load_split(source, root, train=False, download=opts.download)
 
 
+def _threads(job: _Job) -> int:
+    """CPU threads of a trial: its CPU share (so both executors compute the same numbers)."""
+    return max(1, min(int(job.cpu), os.cpu_count() or 1))
+
+
 def _run_local(job: _Job, opts: Options, tracker: Tracker, paper: str, out: Outcome) -> bool:
     """Run (or, when finished on disk, just replay into MLflow) one job in this process."""
+    import torch
+
     mid = tracker.open(paper, job.spec, job.tags, job.name)
     ctx = _context(opts, report=lambda row: tracker.log_row(mid, row))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(_threads(job))
     try:
         if job.kind == "dense":
             ctx.report(experiment.run_dense(job.spec, ctx, job.eval))
@@ -183,6 +192,8 @@ def _run_local(job: _Job, opts: Options, tracker: Tracker, paper: str, out: Outc
         tracker.close(mid, "FAILED")
         out.failed.append((job.name, f"{type(e).__name__}: {e}"))
         return False
+    finally:
+        torch.set_num_threads(threads)
     _close(tracker, mid, job, opts, paper, out)
     return True
 
@@ -296,7 +307,7 @@ def _run_ray(dense_todo: list[_Job], todo: list[_Job], opts: Options, tracker: T
         callback = TrackingCallback(by_id, bar, name)
         configs = [{"id": j.id, "kind": j.kind, "spec": dataclasses.asdict(j.spec), "cpu": j.cpu,
                     "eval": dataclasses.asdict(j.eval) if j.eval else None,
-                    "gpu": j.gpu, "threads": max(1, int(min(j.cpu, n_cpu))), "root": str(opts.paths.root),
+                    "gpu": j.gpu, "threads": min(_threads(j), max(1, int(n_cpu))), "root": str(opts.paths.root),
                     "data_root": str(opts.data_root) if opts.data_root else None,
                     "download": opts.download, "device": opts.device} for j in jobs]
         tuner = tune.Tuner(

@@ -125,7 +125,7 @@ def test_every_registered_score_declares_known_needs():
     assert scores.SCORES["snip"].needs == {"batches", "gradients"}
     for s in scores.SCORES.values():
         assert s.needs <= scores.NEEDS
-    assert set(ALLOCATIONS) == {"global", "uniform", "uniform_plus", "erk"}
+    assert set(ALLOCATIONS) == {"global", "global_filters", "uniform", "uniform_plus", "erk"}
 
 
 # ------------------------------------------------------------------ a single-stage run, killed mid-training

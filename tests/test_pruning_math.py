@@ -238,7 +238,7 @@ def test_prune_validation() -> None:
         prune(layers, "nope", "global", 0.2)
     with pytest.raises(ValueError):
         prune(layers, "magnitude", "nope", 0.2)
-    assert set(ALLOCATIONS) == {"global", "uniform", "uniform_plus", "erk"}
+    assert set(ALLOCATIONS) == {"global", "global_filters", "uniform", "uniform_plus", "erk"}
     assert [int(m.sum()) for m in prune(layers, "lamp", "global", 0.0)] == [12]
 
 

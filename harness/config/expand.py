@@ -173,7 +173,7 @@ def expand(m: Manifest) -> list[RunSpec]:
                         cells[model_key, method_key] = resolve_cell(m, e, model_key, method_key, m.path, e.name)
                     training, ev, prunable, params = cells[model_key, method_key]
                     method, _ = method_parts(m, method_key)
-                    targets = e.sparsities if method.proc.needs_sparsity else (None,)
+                    targets = e.model_sparsities.get(model_key, e.sparsities) if method.proc.needs_sparsity else (None,)
                     for target in targets:
                         for seed in e.seeds:
                             spec = RunSpec(

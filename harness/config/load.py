@@ -248,11 +248,17 @@ def check(m: Manifest, where: str) -> None:
         for j, s in enumerate(e.sparsities):
             if not 0 <= s < 1:
                 err(f"{key}.sparsities[{j}]", f"expected a sparsity in [0, 1), got {s}")
+        for mk, targets in e.model_sparsities.items():
+            if mk not in e.models:
+                err(f"{key}.model_sparsities.{mk}", f"'{mk}' is not a model of this experiment")
+            for j, s in enumerate(targets):
+                if not 0 <= s < 1:
+                    err(f"{key}.model_sparsities.{mk}[{j}]", f"expected a sparsity in [0, 1), got {s}")
         for mk in e.model_overrides:
             if mk not in m.models:
                 err(f"{key}.model_overrides.{mk}", f"unknown model key (expected one of: {', '.join(sorted(m.models))})")
         needs_target = [meth for meth in e.methods if _method(m, meth).proc.needs_sparsity]
-        if needs_target and not e.sparsities:
+        if needs_target and not e.sparsities and any(mk not in e.model_sparsities for mk in e.models):
             err(f"{key}.sparsities", f"expected target sparsities: method '{needs_target[0]}' trains to a target")
         for j, (a, b) in enumerate(e.layout.pairs):
             for meth in (a, b):

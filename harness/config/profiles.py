@@ -7,7 +7,7 @@ from typing import Any
 from harness.config.schema import ManifestError
 
 PROFILE_KEYS = {"description", "experiments", "set", "grid", "titles", "deviations"}
-GRID_AXES = {"methods", "models", "datasets", "seeds", "sparsities"}
+GRID_AXES = {"methods", "models", "datasets", "seeds", "sparsities", "model_sparsities"}
 
 
 def deep_merge(base: Any, over: Any) -> Any:

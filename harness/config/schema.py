@@ -142,6 +142,7 @@ class Experiment:
     datasets: tuple[str, ...]
     seeds: tuple[int, ...]
     sparsities: tuple[float, ...] = ()  # target sparsities, for procedures that take one
+    model_sparsities: dict[str, tuple[float, ...]] = field(default_factory=dict)  # per model, instead
     overrides: dict = field(default_factory=dict)  # deep-merged over defaults
     model_overrides: dict = field(default_factory=dict)  # model key -> deep-merged overrides
     resources: Resources | None = None

@@ -30,6 +30,7 @@ __all__ = [
     "AllocationError",
     "AllocationFn",
     "global_",
+    "global_filters",
     "uniform",
     "uniform_plus",
     "erk",
@@ -201,8 +202,36 @@ def erk(layers: Sequence[Layer], scores: Sequence[torch.Tensor], amount: float) 
     return [unmasked[i] if i in dense else surv[i] for i in range(n)]
 
 
+def global_filters(layers: Sequence[Layer], scores: Sequence[torch.Tensor], amount: float) -> list[int]:
+    """Structured global selection (DPF's filter variant): output filters ranked by their score
+    (one value per filter, e.g. :func:`~harness.pruning.scores.filter_l2`) over all layers; the
+    highest-ranked filters are kept, whole, until at least ``round(U * (1 - amount))`` eligible
+    entries survive (so at most one filter more than the exact budget). Ties go to the earlier
+    filter in forward order."""
+    target = round(sum(_counts(layers)) * (1.0 - amount))
+    values, sizes, owner = [], [], []
+    for i, (layer, s) in enumerate(zip(layers, scores)):
+        n_filters = layer.weight.shape[0]
+        values.append(s.reshape(n_filters, -1)[:, 0].to(torch.float64).cpu())
+        sizes.append(layer.mask.reshape(n_filters, -1).sum(1).cpu())
+        owner += [i] * n_filters
+    if not values:
+        return []
+    order = torch.argsort(torch.cat(values), descending=True, stable=True).tolist()
+    size = torch.cat(sizes).tolist()
+    kept = [0] * len(layers)
+    total = 0
+    for j in order:
+        if total >= target:
+            break
+        kept[owner[j]] += size[j]
+        total += size[j]
+    return kept
+
+
 ALLOCATIONS: dict[str, AllocationFn] = {
     "global": global_,
+    "global_filters": global_filters,
     "uniform": uniform,
     "uniform_plus": uniform_plus,
     "erk": erk,

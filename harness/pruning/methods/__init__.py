@@ -10,10 +10,11 @@ from __future__ import annotations
 from harness.pruning.methods.at_init import AtInit
 from harness.pruning.methods.base import Method, Procedure
 from harness.pruning.methods.dense import Dense
+from harness.pruning.methods.dynamic import Dynamic
 from harness.pruning.methods.gradual import Gradual
 from harness.pruning.methods.iterative import Iterative, OneShot
 
-PROCEDURES: dict[str, Procedure] = {p.name: p for p in (Iterative(), OneShot(), Gradual(), AtInit(), Dense())}
+PROCEDURES: dict[str, Procedure] = {p.name: p for p in (Iterative(), OneShot(), Gradual(), AtInit(), Dense(), Dynamic())}
 
 METHODS: dict[str, Method] = {
     # LAMP paper (Lee et al. 2021): five layerwise-sparsity rules under iterative pruning.
@@ -27,10 +28,17 @@ METHODS: dict[str, Method] = {
     "dpf": Method("gradual", "magnitude", "global",
                   "DPF: global magnitude masks re-selected over all weights on the cubic schedule, "
                   "straight-through gradient to the dense weights", params={"feedback": True}),
+    "dpf_structured": Method("gradual", "filter_l2", "global_filters",
+                             "DPF, structured: whole conv filters ranked globally by L2 norm (dpf.md defect 2)",
+                             params={"feedback": True}),
     "incremental": Method("gradual", "magnitude", "global",
                           "Zhu & Gupta gradual magnitude pruning on the cubic schedule, no regrowth (DPF without feedback)"),
     "one_shot": Method("one_shot", "magnitude", "global", "One-shot P+FT: train dense, prune once, fine-tune"),
     "snip": Method("at_init", "snip", "global", "SNIP: |g * w| on one mini-batch at initialisation, fixed mask"),
+    "dsr": Method("dynamic", "magnitude", "global", "DSR: adaptive global magnitude threshold, random regrowth "
+                  "spread by surviving weights (Mostafa & Wang 2019)", params={"regrow": "random"}),
+    "sparse_momentum": Method("dynamic", "magnitude", "global", "Sparse Momentum: per-layer magnitude pruning, "
+                              "momentum-guided regrowth (Dettmers & Zettlemoyer 2019)", params={"regrow": "momentum"}),
     "dense": Method("dense", "magnitude", "global", "no pruning (dense baseline)"),
 }
 

@@ -14,7 +14,7 @@ false, in which case it keeps being re-selected at ``s_f``). Selection keeps exa
   forward/backward pass runs on the masked copy ``m * w`` and the step is applied to the dense
   ``w`` (straight-through: pruned weights keep receiving gradient and can come back). Evaluation
   sees ``m * w`` and leaves the dense weights untouched; the run's output is ``m * w``.
-  ``reactivated`` counts the entries that came back, per epoch and in total.
+  ``reactivated`` counts the entries that came back since the previous row, ``reactivated_total`` in all.
 
 Rows are on the ``epoch`` axis.
 """
@@ -53,7 +53,7 @@ class CubicMaskHook(StageHook):
         self.initial, self.feedback, self.freeze = initial_sparsity, feedback, freeze_after_end
         self.updates = 0
         self.reactivated_total = 0
-        self.reactivated_epoch = 0
+        self.reactivated_reported = 0  # the total at the previous row
 
     def target_density(self, t: int) -> float:
         return 1.0 - cubic_sparsity(t, self.final, self.start, self.end, self.initial)
@@ -68,7 +68,6 @@ class CubicMaskHook(StageHook):
                                        density=min(self.target_density(t), self.masks.density()))
         self.updates += 1
         self.reactivated_total += stats["regrown"]
-        self.reactivated_epoch += stats["regrown"]
 
     def before_forward(self, step: int) -> None:
         due = (step + 1) % self.every == 0 and step >= self.start and (step < self.end or not self.freeze)
@@ -84,9 +83,6 @@ class CubicMaskHook(StageHook):
     def after_optimizer_step(self, step: int) -> None:
         if not self.feedback:
             self.masks.apply_()
-
-    def after_epoch(self, epoch, state) -> None:
-        self.reactivated_epoch = 0
 
     @contextlib.contextmanager
     def effective_weights(self):
@@ -104,16 +100,18 @@ class CubicMaskHook(StageHook):
 
     def state_dict(self) -> dict:
         return {"updates": self.updates, "reactivated_total": self.reactivated_total,
-                "reactivated_epoch": self.reactivated_epoch}
+                "reactivated_reported": self.reactivated_reported}
 
     def load_state_dict(self, state: dict) -> None:
         self.updates, self.reactivated_total = state["updates"], state["reactivated_total"]
-        self.reactivated_epoch = state["reactivated_epoch"]
+        self.reactivated_reported = state["reactivated_reported"]
 
     def metrics(self) -> dict:
         out = {"mask_updates": self.updates}
-        if self.feedback:
-            out.update(reactivated=self.reactivated_epoch, reactivated_total=self.reactivated_total)
+        if self.feedback:  # regrown entries since the previous row, and in total
+            out.update(reactivated=self.reactivated_total - self.reactivated_reported,
+                       reactivated_total=self.reactivated_total)
+            self.reactivated_reported = self.reactivated_total
         return out
 
 

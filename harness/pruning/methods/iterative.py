@@ -9,6 +9,7 @@ an interrupted run resume at its next round; rows are on the ``round`` axis (0 =
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,12 +17,13 @@ import torch
 
 from harness import metrics as model_metrics
 from harness.config.expand import DenseSpec, RunSpec
+from harness.config.schema import LRScheduleConfig, OptimizerConfig
 from harness.models import build_model
 from harness.paths import atomic_save, read_jsonl
 from harness.pruning.masks import MaskHook, MaskSet
 from harness.pruning.methods.base import Procedure, final_row, row
 from harness.train import make_optimizer, make_scheduler, stage_seed, train
-from harness.units import duration_steps, steps_per_epoch
+from harness.units import duration_steps, is_duration, steps_per_epoch
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,11 @@ class Iterative(Procedure):
         """The rounds this run prunes (its parameters, here)."""
         return spec.params
 
+    def retraining(self, spec: RunSpec) -> tuple[str, OptimizerConfig, LRScheduleConfig]:
+        """(duration, optimizer, LR schedule) of each round's retraining."""
+        t = spec.training
+        return t.retrain, t.optimizer, t.lr_schedule
+
     def planned_rows(self, spec: RunSpec) -> list[tuple[str, int]]:
         return [("round", k) for k in range(self.schedule(spec).rounds + 1)] + [("final", 0)]
 
@@ -64,7 +71,7 @@ class Iterative(Procedure):
         t = spec.training
         spe = steps_per_epoch(n_train, t.batch_size, t.drop_last)
         return (duration_steps(t.pretrain, spe) * t.batch_size,
-                duration_steps(t.retrain, spe) * t.batch_size * self.schedule(spec).rounds)
+                duration_steps(self.retraining(spec)[0], spe) * t.batch_size * self.schedule(spec).rounds)
 
     def summary(self, spec: RunSpec) -> str:
         p = self.schedule(spec)
@@ -94,7 +101,7 @@ class Iterative(Procedure):
             model.load_state_dict(ck["model"])
             masks.set_masks_(ck["masks"])
             if keep_optimizer:
-                opt = make_optimizer(t.optimizer, model.parameters())
+                opt = make_optimizer(self.retraining(spec)[1], model.parameters())
                 opt.load_state_dict(ck["optimizer"])
             start = ck["round"] + 1
             rows = read_jsonl(rows_path)[:start]  # rows 0..round; anything later was not checkpointed
@@ -109,15 +116,16 @@ class Iterative(Procedure):
             name = "init.pt" if p.rewind_step == 0 else "snapshot.pt"
             rewind_state = torch.load(dense_dir / name, map_location=device)
         spe = steps_per_epoch(data.n_train, t.batch_size, t.drop_last)
-        retrain_steps = duration_steps(t.retrain, spe)
+        retrain, optimizer, lr_schedule = self.retraining(spec)
+        retrain_steps = duration_steps(retrain, spe)
         for k in range(start, p.rounds + 1):
             masks.prune_(spec.score, spec.allocation, p.amount_per_round)
             if rewind_state is not None:
                 model.load_state_dict(rewind_state)  # every parameter and buffer back to the rewind point
                 masks.apply_()
             if opt is None or not keep_optimizer:
-                opt = make_optimizer(t.optimizer, model.parameters())
-            sched = make_scheduler(opt, t.lr_schedule, spe)
+                opt = make_optimizer(optimizer, model.parameters())
+            sched = make_scheduler(opt, lr_schedule, spe)
             res = train(model, data, steps=retrain_steps, optimizer=opt, scheduler=sched, batch_size=t.batch_size,
                         drop_last=t.drop_last, seed=stage_seed(spec.seed, f"round{k}"), hooks=MaskHook(masks),
                         precision=t.precision)
@@ -140,14 +148,17 @@ class Iterative(Procedure):
 
 @dataclass(frozen=True)
 class OneShotParams:
+    finetune: str  # duration of the fine-tuning after the one pruning step
+    finetune_lr: float | None = None  # constant LR for it; None: training.optimizer and lr_schedule
     rewind_step: int | None = None
     fresh_optimizer_each_round: bool = True
 
 
 class OneShot(Iterative):
     """One-shot prune + fine-tune (Han et al. 2015 style, DPF's "One-shot P+FT" baseline): the
-    shared dense model is pruned once to the target sparsity, then fine-tuned for
-    ``training.retrain`` with the mask fixed. Rows: round 0 (dense), round 1, final."""
+    shared dense model (``training.pretrain``) is pruned once to the target sparsity, then
+    fine-tuned for ``finetune`` with the mask fixed, at the constant ``finetune_lr`` if given.
+    Rows: round 0 (dense), round 1, final."""
 
     name = "one_shot"
     Params = OneShotParams
@@ -157,6 +168,21 @@ class OneShot(Iterative):
     def check(self, p: OneShotParams, err) -> None:
         if p.rewind_step is not None and p.rewind_step < 0:
             err("rewind_step", f"expected a step >= 0 or null, got {p.rewind_step}")
+        if not is_duration(p.finetune):
+            err("finetune", f"expected a duration like '30ep', got {p.finetune!r}")
+        if p.finetune_lr is not None and p.finetune_lr <= 0:
+            err("finetune_lr", f"expected a positive learning rate, got {p.finetune_lr}")
+
+    def summary(self, spec: RunSpec) -> str:
+        p = spec.params
+        lr = f" at lr {p.finetune_lr:g}" if p.finetune_lr is not None else ""
+        return f"dense model, one {spec.score} pruning step to the target, fine-tuning {p.finetune}{lr}"
+
+    def retraining(self, spec: RunSpec) -> tuple[str, OptimizerConfig, LRScheduleConfig]:
+        p, t = spec.params, spec.training
+        if p.finetune_lr is None:
+            return p.finetune, t.optimizer, t.lr_schedule
+        return p.finetune, dataclasses.replace(t.optimizer, lr=p.finetune_lr), LRScheduleConfig("constant")
 
     def schedule(self, spec: RunSpec) -> IterativeParams:
         p = spec.params

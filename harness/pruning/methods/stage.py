@@ -38,6 +38,9 @@ class StageHook(StepHooks):
     def metrics(self) -> dict:
         return {}
 
+    def attach(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Called once before training (e.g. Sparse Momentum reads the optimizer's momentum)."""
+
     def effective_weights(self):
         """A context in which the model holds the weights to evaluate (DPF: m * w)."""
         return contextlib.nullcontext()
@@ -134,6 +137,7 @@ def run_stage(spec: RunSpec, ctx, d: Path, model: nn.Module, masks: MaskSet, hoo
                          "train_state": st.to_dict(), "rows": list(rows)}, ckpt_path)
             ctx.checkpointed("epoch", epoch)
 
+    hook.attach(model, opt)
     train(model, data, steps=steps, optimizer=opt, scheduler=sched, batch_size=t.batch_size, drop_last=t.drop_last,
           seed=stage_seed(spec.seed, stage), hooks=HookChain(hook, EpochEnd()), precision=t.precision, state=state)
     hook.finish()
