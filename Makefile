@@ -49,6 +49,7 @@ ui: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_train.py $(ARGS)
+	$(BIN)/python benchmarks/bench_dpf.py
 
 clean:
 	rm -rf runs ray_results mlflow.db mlartifacts

@@ -27,6 +27,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .init import kaiming_fan_out
+
 from .vgg import scaled_width
 
 
@@ -111,7 +113,7 @@ class ResNetCifarDPF(nn.Module):
         # INCHEON: AdaptiveAvgPool(1); the author's framework: AvgPool 8. Identical on the 8x8 maps of 32x32 inputs.
         self.pool = nn.AvgPool2d(8) if bottleneck else nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_c, num_classes)
-        _init_kaiming_fan_out(self)
+        kaiming_fan_out(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -119,14 +121,6 @@ class ResNetCifarDPF(nn.Module):
         return self.fc(torch.flatten(self.pool(out), 1))
 
 
-def _init_kaiming_fan_out(model: nn.Module) -> None:
-    """Conv N(0, sqrt(2 / (k^2 C_out))); BN weight 1, bias 0; Linear untouched (PyTorch default)."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 def resnet20_cifar_optb(num_classes: int = 10, width: float = 1.0) -> ResNetCifarDPF:

@@ -24,6 +24,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .init import kaiming_fan_out
+
 from .vgg import scaled_width
 
 
@@ -76,12 +78,7 @@ class WideResNet(nn.Module):
         self.relu = nn.ReLU()
         self.pool = nn.AvgPool2d(8)
         self.fc = nn.Linear(in_c, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        kaiming_fan_out(self)
         nn.init.zeros_(self.fc.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
