@@ -36,7 +36,7 @@ NUM_CLASSES: dict[str, int] = {"cifar10": 10, "cifar100": 100, "svhn": 10, "fash
 # Training-set sizes before any subset (for plans and step counts before the data is loaded).
 TRAIN_SIZES: dict[str, int] = {"cifar10": 50_000, "cifar100": 50_000, "svhn": 73_257, "fashion_mnist": 60_000}
 PAD_MODES = ("zeros", "reflect")
-EVAL_SPLITS = ("train_augmented", "train", "test")
+EVAL_SPLITS = ("train_augmented", "train", "test", "val")
 
 _FASHION_FILES = (
     "train-images-idx3-ubyte",
@@ -199,6 +199,8 @@ class DeviceData:
         self.test_y = test_y.to(self._device, torch.int64)
         self._mean = torch.tensor(list(mean), dtype=torch.float32, device=self._device).view(1, -1, 1, 1)
         self._std = torch.tensor(list(std), dtype=torch.float32, device=self._device).view(1, -1, 1, 1)
+        self.val_x: torch.Tensor | None = None  # an optional held-out split (see load(validation=...))
+        self.val_y: torch.Tensor | None = None
         self.crop_padding = int(crop_padding)
         self.pad_mode = pad_mode
         self.hflip = bool(hflip)
@@ -217,8 +219,13 @@ class DeviceData:
         train_subset: int | None = None,
         test_subset: int | None = None,
         device: torch.device | str = "cpu",
+        validation: int = 0,
     ) -> DeviceData:
-        """Load ``name`` from ``root`` (optionally fixed subsets) and move it to ``device``."""
+        """Load ``name`` from ``root`` (optionally fixed subsets) and move it to ``device``.
+
+        ``validation`` > 0 holds out the *last* ``validation`` images of the (subset) training split
+        as a validation split (contiguous, as the PAGS predecessor's 45k/5k); it is evaluated with
+        the clean (test) transform, never augmented, and never trained on."""
         train_x, train_y = load_split(name, root, train=True, download=download)
         test_x, test_y = load_split(name, root, train=False, download=download)
         idx = fixed_subset(train_x.shape[0], train_subset)
@@ -227,7 +234,17 @@ class DeviceData:
         idx = fixed_subset(test_x.shape[0], test_subset)
         if idx is not None:
             test_x, test_y = test_x[idx], test_y[idx]
-        return cls(train_x, train_y, test_x, test_y, mean, std, crop_padding, pad_mode, hflip, device)
+        val = None
+        if validation:
+            if not 0 < validation < train_x.shape[0]:
+                raise DataError(f"validation split of {validation} images does not fit {train_x.shape[0]} training images")
+            cut = train_x.shape[0] - validation
+            val = (train_x[cut:], train_y[cut:])
+            train_x, train_y = train_x[:cut], train_y[:cut]
+        out = cls(train_x, train_y, test_x, test_y, mean, std, crop_padding, pad_mode, hflip, device)
+        if val is not None:
+            out.val_x, out.val_y = val[0].to(out.device).contiguous(), val[1].to(out.device, torch.int64)
+        return out
 
     # ------------------------------------------------------------------------------------------- properties
 
@@ -323,7 +340,9 @@ class DeviceData:
         """
         if split not in EVAL_SPLITS:
             raise ValueError(f"split must be one of {EVAL_SPLITS}, got {split!r}")
-        xs, ys = (self.test_x, self.test_y) if split == "test" else (self.train_x, self.train_y)
+        if split == "val" and self.val_x is None:
+            raise ValueError("this data has no validation split")
+        xs, ys = {"test": (self.test_x, self.test_y), "val": (self.val_x, self.val_y)}.get(split, (self.train_x, self.train_y))
         if limit is not None:
             xs, ys = xs[:limit], ys[:limit]
         if split == "train_augmented":

@@ -68,7 +68,7 @@ def get_data(ds: DatasetConfig, ctx: Context) -> DeviceData:
         _DATA.clear()  # keep one dataset resident
         _DATA[key] = DeviceData.load(
             ds.source, Path(ctx.data_root or ctx.paths.data), ctx.download, ds.mean, ds.std,
-            ds.crop_padding, ds.pad_mode, ds.hflip, ds.train_subset, ds.test_subset, ctx.torch_device)
+            ds.crop_padding, ds.pad_mode, ds.hflip, ds.train_subset, ds.test_subset, ctx.torch_device, ds.validation)
     return _DATA[key]
 
 
@@ -78,13 +78,16 @@ def evaluate_model(model: nn.Module, data: DeviceData, ev: EvalConfig, seed: int
     train_acc, train_loss = evaluate(
         model, data.eval_batches(split, ev.batch_size, ev.train_examples, generator=gen), precision)
     test_acc, test_loss = evaluate(model, data.eval_batches("test", ev.batch_size, ev.test_examples), precision)
-    return {"test_acc": test_acc, "test_loss": test_loss, "train_acc": train_acc, "train_loss": train_loss}
+    out = {"test_acc": test_acc, "test_loss": test_loss, "train_acc": train_acc, "train_loss": train_loss}
+    if data.val_x is not None:
+        out["val_acc"], out["val_loss"] = evaluate(model, data.eval_batches("val", ev.batch_size), precision)
+    return out
 
 
 def fresh_model(spec: RunSpec | DenseSpec, device: torch.device) -> nn.Module:
     """The model at its initialisation: the same weights for every run of a seed."""
     torch.manual_seed(stage_seed(spec.seed, "init"))
-    return build_model(spec.model.arch, spec.num_classes, spec.model.width).to(device)
+    return build_model(spec.model.arch, spec.num_classes, spec.model.width, spec.model.init).to(device)
 
 
 def measure(model: nn.Module, masks: MaskSet, dense_macs: int) -> dict:
@@ -146,7 +149,7 @@ def run_dense(spec: DenseSpec, ctx: Context, ev: EvalConfig) -> dict:
         out = json.loads(cached.read_text())
     else:
         device = ctx.torch_device
-        model = build_model(spec.model.arch, spec.num_classes, spec.model.width).to(device)
+        model = build_model(spec.model.arch, spec.num_classes, spec.model.width, spec.model.init).to(device)
         model.load_state_dict(torch.load(d / "final.pt", map_location=device))
         steps = json.loads((d / "train.json").read_text())["steps"]
         out = row("round", 0, steps=steps, density=1.0, density_all=overall_density(model),

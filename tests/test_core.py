@@ -122,7 +122,7 @@ def test_snip_equals_abs_gradient_times_weight_on_a_hand_made_model():
 
 def test_every_registered_score_declares_known_needs():
     assert scores.SCORES["magnitude"].needs == scores.WEIGHTS_ONLY
-    assert scores.SCORES["snip"].needs == {"batches", "gradients"}
+    assert scores.SCORES["snip"].needs == {"batches", "gradients"} and scores.SCORES["synflow"].needs == {"model"}
     for s in scores.SCORES.values():
         assert s.needs <= scores.NEEDS
     assert set(ALLOCATIONS) == {"global", "global_filters", "uniform", "uniform_plus", "erk"}

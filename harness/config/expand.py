@@ -101,7 +101,7 @@ def dense_from_dict(data: dict) -> DenseSpec:
 
 def train_size(ds: DatasetConfig) -> int:
     full = TRAIN_SIZES[ds.source]
-    return min(full, ds.train_subset) if ds.train_subset else full
+    return (min(full, ds.train_subset) if ds.train_subset else full) - ds.validation
 
 
 def method_parts(m: Manifest, key: str):

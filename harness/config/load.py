@@ -198,7 +198,9 @@ def _check_resources(r: Resources, key: str, err) -> None:
 def check(m: Manifest, where: str) -> None:
     """Everything the types cannot say; every resolved cell is built once here."""
     from harness.config.expand import resolve_cell
+    from harness.data import TRAIN_SIZES
     from harness.models import MODELS
+    from harness.models.init import INITS
     from harness.pruning.methods import METHODS
 
     def err(key: str, msg: str) -> typing.NoReturn:
@@ -209,6 +211,8 @@ def check(m: Manifest, where: str) -> None:
             v = getattr(ds, name)
             if v is not None and v <= 0:
                 err(f"datasets.{k}.{name}", f"expected a positive integer or null, got {v}")
+        if not 0 <= ds.validation < (ds.train_subset or TRAIN_SIZES[ds.source]):
+            err(f"datasets.{k}.validation", f"expected 0 or a number of images below the training split's size, got {ds.validation}")
         if any(s <= 0 for s in ds.std):
             err(f"datasets.{k}.std", "expected positive numbers")
         if ds.crop_padding < 0:
@@ -218,6 +222,8 @@ def check(m: Manifest, where: str) -> None:
             err(f"models.{k}.arch", f"unknown model '{mc.arch}' (expected one of: {', '.join(sorted(MODELS))})")
         if not 0 < mc.width <= 4:
             err(f"models.{k}.width", f"expected a width multiplier in (0, 4], got {mc.width}")
+        if mc.init is not None and mc.init not in INITS:
+            err(f"models.{k}.init", f"unknown initialiser '{mc.init}' (expected one of: {', '.join(sorted(INITS))})")
     for k, mc in m.methods.items():
         if k in METHODS:
             err(f"methods.{k}", f"'{k}' is a registered method; give this variant a name of its own")

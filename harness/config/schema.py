@@ -39,12 +39,14 @@ class DatasetConfig:
     hflip: bool
     train_subset: int | None = None
     test_subset: int | None = None
+    validation: int = 0  # the last N training images held out, evaluated clean (PAGS: 5000 of 50k)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     arch: str
     width: float = 1.0
+    init: str | None = None  # a named initialiser (harness.models.init.INITS) instead of the builder's own
 
 
 @dataclass(frozen=True)

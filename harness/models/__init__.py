@@ -15,7 +15,9 @@ from .resnet_cifar_dpf import (
     resnet56_cifar_bottleneck_lin,
     resnet56_cifar_optb,
 )
+from .resnet_tv import resnet34_tv_imagenet_stem
 from .vgg import scaled_width, vgg16_bn_fc1_lamp
+from .vgg16_tv import vgg16_bn_tv_4096fc
 from .vgg16d import vgg16d_bn_fc3_lin
 from .wideresnet import wrn28_2_preact_lin, wrn28_4_preact_lin, wrn28_8_preact_lin
 
@@ -34,21 +36,34 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "wrn28_4_preact_lin": wrn28_4_preact_lin,
     "wrn28_8_preact_lin": wrn28_8_preact_lin,
     "vgg16d_bn_fc3_lin": vgg16d_bn_fc3_lin,
+    # PAGS (pags.md 5.2): the ICLR'23 predecessor's torchvision ImageNet definitions used unchanged on 32x32 inputs,
+    # named apart from the CIFAR-stem / small-classifier variants (pags.md 8, defect 5; common.md 1.4).
+    "resnet34_tv_imagenet_stem": resnet34_tv_imagenet_stem,
+    "vgg16_bn_tv_4096fc": vgg16_bn_tv_4096fc,
 }
 
 __all__ = ["MODELS", "build_model", "scaled_width"]
 
 
-def build_model(arch: str, num_classes: int = 10, width: float = 1.0) -> nn.Module:
+def build_model(arch: str, num_classes: int = 10, width: float = 1.0, init: str | None = None) -> nn.Module:
     """Build ``arch`` for 3x32x32 inputs with its paper's initialisation, stated in each builder's module docstring.
 
     The LAMP models use PyTorch default initialisation (lamp.md section 4); the DPF models use Kaiming-normal fan_out
-    convs and BN weight 1 / bias 0 (dpf.md sections 3.1 and 3.2).
+    convs and BN weight 1 / bias 0 (dpf.md sections 3.1 and 3.2). The PAGS models use torchvision's default init
+    (pags.md section 5.2); their runs name ``init="iclr23"``, which overrides it.
 
     ``width`` multiplies every channel width, ``max(1, int(round(c * width)))`` (lamp.md section 11).
+    ``init`` names an initialiser of :data:`harness.models.init.INITS` applied after the builder's own.
     """
     if arch not in MODELS:
         raise ValueError(f"unknown model '{arch}' (expected one of: {', '.join(sorted(MODELS))})")
     if width <= 0:
         raise ValueError(f"width must be > 0, got {width}")
-    return MODELS[arch](num_classes=num_classes, width=width)
+    model = MODELS[arch](num_classes=num_classes, width=width)
+    if init is not None:
+        from .init import INITS
+
+        if init not in INITS:
+            raise ValueError(f"unknown initialiser '{init}' (expected one of: {', '.join(sorted(INITS))})")
+        INITS[init](model)
+    return model

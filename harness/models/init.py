@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from torch import nn
 
 
@@ -14,3 +16,29 @@ def kaiming_fan_out(model: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def iclr23(model: nn.Module) -> None:
+    """The ICLR'23 predecessor's custom init that PAGS inherits (pags.md 5.2; common.md 1.3; ``common_models/utils.py``
+    ``init`` of ``VITA-Group/ramanujan-on-pai``): conv weight N(0, sqrt(2 / (k_h k_w C_out))), conv bias 0; BN weight
+    0.5, bias 0; Linear weight N(0, 0.01) (0.01 is the standard deviation, ``normal_(0, 0.01)``), bias 0.
+
+    Applied over ``model.modules()`` in registration order, drawing from the global torch RNG; as in the reference only
+    ``BatchNorm2d`` is touched. The reference's per-seed weight cache and mid-way reseed (pags.md 5.2, defect 10) are
+    the caller's business: seed the RNG before calling this.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / (m.kernel_size[0] * m.kernel_size[1] * m.out_channels)))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.constant_(m.weight, 0.5)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+INITS = {"kaiming_fan_out": kaiming_fan_out, "iclr23": iclr23}

@@ -1,34 +1,111 @@
-"""Scores that need the model and data (pruning-at-initialisation family).
+"""Scores that need the model (and data): the pruning-at-initialisation family.
 
 Each is registered in :data:`harness.pruning.scores.SCORES` with what it needs; a procedure
-supplies a :class:`~harness.pruning.scores.ScoreInputs` with those parts.
+supplies a :class:`~harness.pruning.scores.ScoreInputs` with those parts. Every score is computed
+with the *masked* network in the forward pass (``m * w``), in the model's current mode, and the
+dense weights are given back afterwards; entries are scored against the dense ``w``, so a
+re-scoring over all entries (iterative SNIP) can bring a pruned entry back (pags.md 5.4).
 
-* ``snip`` (Lee et al. 2019): ``|g ⊙ w|`` with ``g`` the gradient of the loss summed over the
-  batches ``inputs.batches()`` yields, on the masked weights, in the model's current mode;
+* ``snip`` (Lee et al. 2019): ``|g * w|``, ``g`` the loss gradient summed over ``inputs.batches()``;
+* ``grasp`` (Wang et al. 2020): ``w * Hg`` from two passes (gradient ``g``, then the Hessian-gradient
+  product by a second backward), with the temperature ``options["grasp_temperature"]`` applied to
+  the logits, or after the log-softmax as the PAGS predecessor's code does (no effect on the ranking,
+  pags.md defect 15) when ``options["grasp_temperature_on"] == "log_softmax"``; highest kept;
+* ``synflow`` (Tanaka et al. 2020): data-free; every state tensor replaced by its absolute value, one
+  all-ones input, ``R`` = the sum of the raw outputs (or of the log-softmax outputs,
+  ``options["synflow_output"] == "log_softmax"``, pags.md defect 6), score ``|w * dR/dw|``;
 * ``random``: i.i.d. uniform scores from ``inputs.generator`` (random pruning).
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
+from torch.nn import functional as F
 
 from harness.pruning.scores import Score, ScoreInputs, register
 
 
-def snip(inputs: ScoreInputs) -> list[torch.Tensor]:
+@contextlib.contextmanager
+def _masked(inputs: ScoreInputs):
+    """The prunable weights hold m * w inside; the dense w (returned) is put back afterwards."""
     params = list(inputs.params.values())
-    grads = [torch.zeros_like(p) for p in params]
+    dense = [p.detach().clone() for p in params]
     with torch.no_grad():
         for p, name in zip(params, inputs.params):
             p.mul_(inputs.masks[name].to(p.dtype))
+    try:
+        yield dense
+    finally:
+        with torch.no_grad():
+            for p, w in zip(params, dense):
+                p.copy_(w)
+        inputs.model.zero_grad(set_to_none=True)
+
+
+def _grad_sum(inputs: ScoreInputs, loss_of) -> list[torch.Tensor]:
+    params = list(inputs.params.values())
+    grads = [torch.zeros_like(p) for p in params]
     for x, y in inputs.batches():
         inputs.model.zero_grad(set_to_none=True)
-        inputs.loss(inputs.model(x), y).backward()
+        loss_of(inputs.model(x), y).backward()
         for g, p in zip(grads, params):
             if p.grad is not None:
                 g.add_(p.grad)
-    inputs.model.zero_grad(set_to_none=True)
-    return [(g * p.detach()).abs() for g, p in zip(grads, params)]
+    return grads
+
+
+def snip(inputs: ScoreInputs) -> list[torch.Tensor]:
+    with _masked(inputs) as dense:
+        grads = _grad_sum(inputs, inputs.loss)
+    return [(g * w).abs() for g, w in zip(grads, dense)]
+
+
+def grasp(inputs: ScoreInputs) -> list[torch.Tensor]:
+    temperature = float(inputs.options.get("grasp_temperature", 200.0))
+    on_logits = inputs.options.get("grasp_temperature_on", "logits") == "logits"
+
+    def loss_of(z, y):
+        z = z / temperature if on_logits else F.log_softmax(z, 1) / temperature
+        return F.cross_entropy(z, y) if on_logits else F.nll_loss(z, y)
+
+    params = list(inputs.params.values())
+    with _masked(inputs) as dense:
+        g = [t.detach() for t in _grad_sum(inputs, loss_of)]
+        inputs.model.zero_grad(set_to_none=True)
+        for x, y in inputs.batches():  # Hg accumulates in .grad: d/dw (grad_w(L) . g)
+            grad_w = torch.autograd.grad(loss_of(inputs.model(x), y), params, create_graph=True)
+            sum((gw * gi).sum() for gw, gi in zip(grad_w, g)).backward()
+        hg = [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+    scores = [w * h for w, h in zip(dense, hg)]
+    norm = torch.stack([s.sum() for s in scores]).sum().abs() + 1e-10
+    return [s / norm for s in scores]
+
+
+def synflow(inputs: ScoreInputs) -> list[torch.Tensor]:
+    model = inputs.model
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    params = list(inputs.params.values())
+    try:
+        with torch.no_grad():
+            for t in model.state_dict().values():
+                if t.is_floating_point():
+                    t.abs_()
+            for p, name in zip(params, inputs.params):
+                p.mul_(inputs.masks[name].to(p.dtype))
+        model.zero_grad(set_to_none=True)
+        first = params[0]
+        x = torch.ones(1, *inputs.options.get("input_shape", (3, 32, 32)), device=first.device, dtype=first.dtype)
+        out = model(x)
+        if inputs.options.get("synflow_output", "raw") == "log_softmax":
+            out = F.log_softmax(out, 1)
+        out.sum().backward()
+        scores = [(p.grad * p.detach()).abs() if p.grad is not None else torch.zeros_like(p) for p in params]
+    finally:
+        model.load_state_dict(state)  # signs, dense weights and BN statistics back
+        model.zero_grad(set_to_none=True)
+    return scores
 
 
 def random(inputs: ScoreInputs) -> list[torch.Tensor]:
@@ -38,4 +115,8 @@ def random(inputs: ScoreInputs) -> list[torch.Tensor]:
 
 register(Score("snip", frozenset({"batches", "gradients"}), compute=snip,
                description="SNIP |g * w| (Lee et al. 2019)"))
+register(Score("grasp", frozenset({"batches", "gradients", "hessian"}), compute=grasp,
+               description="GraSP w * Hg (Wang et al. 2020)"))
+register(Score("synflow", frozenset({"model"}), compute=synflow,
+               description="SynFlow |w * dR/dw|, data-free (Tanaka et al. 2020)"))
 register(Score("random", frozenset({"rng"}), compute=random, description="uniform random scores"))

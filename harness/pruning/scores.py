@@ -13,7 +13,7 @@ them across layers too. A :class:`Score` declares what it needs:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -21,7 +21,7 @@ from torch import nn
 __all__ = ["magnitude", "lamp", "filter_l2", "SCORES", "Score", "ScoreInputs", "WEIGHTS_ONLY", "register", "compute"]
 
 WEIGHTS_ONLY = frozenset({"weights"})
-NEEDS = frozenset({"weights", "batches", "gradients", "hessian", "activations", "rng"})
+NEEDS = frozenset({"weights", "model", "batches", "gradients", "hessian", "activations", "rng"})
 
 
 def magnitude(w: torch.Tensor) -> torch.Tensor:
@@ -64,7 +64,8 @@ class ScoreInputs:
     """What a data-dependent score may ask for; the procedure fills what its scores declare.
 
     ``batches()`` yields ``(images, labels)`` on the model's device (a fresh iterator per call);
-    ``loss`` maps (logits, labels) to a scalar; ``generator`` draws random scores.
+    ``loss`` maps (logits, labels) to a scalar; ``generator`` draws random scores; ``options``
+    carries a score's own switches (e.g. GraSP's temperature), set by the procedure's parameters.
     """
 
     model: nn.Module
@@ -73,6 +74,7 @@ class ScoreInputs:
     batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]] | None = None
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     generator: torch.Generator | None = None
+    options: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -104,8 +106,9 @@ def compute(name: str, inputs: ScoreInputs, dense: bool = False) -> list[torch.T
     if score.per_layer is not None:
         return [score.per_layer(p.detach() if dense else p.detach() * inputs.masks[n].to(p.dtype))
                 for n, p in inputs.params.items()]
-    missing = [need for need, have in (("batches", inputs.batches), ("gradients", inputs.loss),
-                                       ("rng", inputs.generator)) if need in score.needs and have is None]
+    missing = [need for need, have in (("model", inputs.model), ("batches", inputs.batches),
+                                       ("gradients", inputs.loss), ("rng", inputs.generator))
+               if need in score.needs and have is None]
     if missing:
         raise ValueError(f"score {name!r} needs {', '.join(missing)}, which the procedure did not supply")
     return score.compute(inputs)

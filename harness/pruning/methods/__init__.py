@@ -35,6 +35,15 @@ METHODS: dict[str, Method] = {
                           "Zhu & Gupta gradual magnitude pruning on the cubic schedule, no regrowth (DPF without feedback)"),
     "one_shot": Method("one_shot", "magnitude", "global", "One-shot P+FT: train dense, prune once, fine-tune"),
     "snip": Method("at_init", "snip", "global", "SNIP: |g * w| on one mini-batch at initialisation, fixed mask"),
+    # Pruning at initialisation (the PAGS paper's baselines, pags.md 5.4).
+    "random": Method("at_init", "random", "global", "random scores, global top-k (per-layer density ~ uniform)"),
+    "erk_random": Method("at_init", "random", "erk", "ERK layer densities, independent Bernoulli draws per entry",
+                         params={"draw": "bernoulli"}),
+    "iter_snip": Method("at_init", "snip", "global", "SNIP re-scored over all entries for 100 rounds, density d^(r/100)",
+                        params={"rounds": 100}),
+    "grasp": Method("at_init", "grasp", "global", "GraSP: w * Hg, temperature 200 (Wang et al. 2020)"),
+    "synflow": Method("at_init", "synflow", "global", "SynFlow, 100 data-free rounds (Tanaka et al. 2020)",
+                      params={"rounds": 100}),
     "dsr": Method("dynamic", "magnitude", "global", "DSR: adaptive global magnitude threshold, random regrowth "
                   "spread by surviving weights (Mostafa & Wang 2019)", params={"regrow": "random"}),
     "sparse_momentum": Method("dynamic", "magnitude", "global", "Sparse Momentum: per-layer magnitude pruning, "

@@ -88,7 +88,7 @@ class Iterative(Procedure):
         dense_row = run_dense(dense_spec, ctx, spec.eval)
         dense_dir = ctx.paths.dense_dir(dense_spec.id)
         data = get_data(spec.dataset, ctx)
-        model = build_model(spec.model.arch, spec.num_classes, spec.model.width).to(device)
+        model = build_model(spec.model.arch, spec.num_classes, spec.model.width, spec.model.init).to(device)
         model.load_state_dict(torch.load(dense_dir / "final.pt", map_location=device))
         masks = MaskSet.for_model(model, spec.prunable)
         dense_macs = model_metrics.macs(model)[0]

@@ -19,7 +19,7 @@ from torch import nn
 
 from harness import metrics as model_metrics
 from harness.config.expand import RunSpec
-from harness.paths import atomic_save, read_jsonl
+from harness.paths import atomic_save
 from harness.pruning.masks import MaskSet
 from harness.pruning.methods.base import Procedure, final_row, row
 from harness.train import HookChain, StepHooks, TrainState, make_optimizer, make_scheduler, stage_seed, train
@@ -145,13 +145,20 @@ def run_stage(spec: RunSpec, ctx, d: Path, model: nn.Module, masks: MaskSet, hoo
     if not rows or rows[-1]["index"] != last_epoch:  # the budget ended mid-epoch
         evaluate_row(last_epoch, steps)
     atomic_save(masks.state_dict(), d / "masks_final.pt")
-    epoch_rows = [r for r in rows if r["axis"] == "epoch"]
-    rows.append(final_row(rows[-1], best_test_acc=max(r["test_acc"] for r in epoch_rows),
-                          best_epoch=max(epoch_rows, key=lambda r: r["test_acc"])["index"]))
+    rows.append(final_row(rows[-1], **best_of(rows)))
     save_rows(rows_path, rows)
     ctx.report(rows[-1])
     return rows
 
 
-def read_rows(d: Path) -> list[dict]:
-    return read_jsonl(d / "rows.jsonl")
+def best_of(rows: list[dict]) -> dict:
+    """Selections over the evaluated epochs: the best test accuracy (what DPF's third-party code
+    reports) and, with a validation split, the test accuracy at the best-validation epoch (the
+    first on ties, as the PAGS predecessor's pandas idxmax)."""
+    epochs = [r for r in rows if r["axis"] == "epoch"]
+    best = max(epochs, key=lambda r: r["test_acc"])  # max() keeps the first of equal values
+    out = {"best_test_acc": best["test_acc"], "best_epoch": best["index"]}
+    if "val_acc" in epochs[0]:
+        by_val = max(epochs, key=lambda r: r["val_acc"])
+        out.update(test_acc_at_best_val=by_val["test_acc"], best_val_acc=by_val["val_acc"], best_val_epoch=by_val["index"])
+    return out
