@@ -29,6 +29,9 @@ EXPECTED = {
     "wrn28_4_preact_lin": (5_849_050, 5_841_840, 29, 845.6),
     "wrn28_8_preact_lin": (23_354_842, 23_340_464, 29, 3360.1),
     "vgg16d_bn_fc3_lin": (15_253_578, 15_239_872, 16, 313.7),
+    # PAGS / ICLR'23 (pags.md 5.2 = common.md 1.4 / 2.1): torchvision definitions on 32x32.
+    "resnet34_tv_imagenet_stem": (21_289_802, 21_272_768, 37, 74.8),
+    "vgg16_bn_tv_4096fc": (134_309_962, 134_289_088, 16, 432.8),
 }
 
 # DPF models at width 1, 10 classes: (total params, conv weights = DPF's prunable set (INCHEON, dpf.md 1.5), exact
@@ -58,6 +61,25 @@ DPF_EXPECTED = {
 }
 # Allowed gap to the sheet's printed MACs: half a unit of its last digit, except the double-rounded ResNet-56 value.
 SHEET_MACS_TOL = {"resnet56_cifar_optb": 0.053, "wrn28_8_preact_lin": 0.5}
+
+# PAGS models (pags.md section 5.2; common.md 1.4 / 2.1) at width 1: (params for 10 classes, params for 100 classes,
+# Conv2d + Linear weights, their tensor count, exact dense MACs, the sheet's MACs in M, Linear weights = classifier
+# MACs, ReLU sites). Params, weights, tensors and the sheet's MACs are the sheet's; the exact MACs are analytic:
+# * ResNet-34: stem 64*16^2*3*49 = 2,408,448; stage 1 (8x8) 6 * 2,359,296; stages 2-4 (4x4, 2x2, 1x1) each a stride-2
+#   first conv 1,179,648 + a 1x1 downsample 131,072 + (2n - 1) full convs of 2,359,296 (n = 4 / 6 / 3); fc 5,120
+#   -> 74,765,312. ReLU sites 1 + 2 * 16 = 33.
+# * VGG-16-BN: the 13 convs of config D 313,196,544 (as LAMP's VGG-16) + classifier 25088*4096 + 4096*4096 + 4096*10
+#   = 119,578,624 (the Linear MACs equal the Linear weights: every Linear runs once per image) -> 432,775,168.
+#   ReLU sites 13 + 2 = 15.
+# 100 classes add 90 * (512 + 1) = 46,170 (ResNet-34) and 90 * (4096 + 1) = 368,730 (VGG) parameters.
+PAGS_EXPECTED = {
+    "resnet34_tv_imagenet_stem": (21_289_802, 21_335_972, 21_272_768, 37, 74_765_312, 74.8, 5_120, 33),
+    "vgg16_bn_tv_4096fc": (134_309_962, 134_678_692, 134_289_088, 16, 432_775_168, 432.8, 119_578_624, 15),
+}
+TORCHVISION_REFERENCE = {"resnet34_tv_imagenet_stem": "resnet34", "vgg16_bn_tv_4096fc": "vgg16_bn"}
+# Activation sites of every model whose ReLUs are all their own nn.ReLU module (the LAMP models use F.relu / shared
+# in-place modules as their reference code does and are not listed).
+RELU_SITES = {arch: v[4] for arch, v in DPF_EXPECTED.items()} | {arch: v[7] for arch, v in PAGS_EXPECTED.items()}
 
 
 def prunable(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -210,12 +232,14 @@ def _relu_sites(model: nn.Module, x: torch.Tensor) -> tuple[int, dict[str, int],
     return CountRelu.calls, fired, out
 
 
-def test_dpf_every_relu_site_is_its_own_module(dpf_model: tuple[str, nn.Module]) -> None:
-    """Every activation of the forward pass is an nn.ReLU module call, each module firing exactly once."""
-    arch, model = dpf_model
+@pytest.mark.parametrize("arch_model", sorted(RELU_SITES), indirect=True)
+def test_every_relu_site_is_its_own_module(arch_model: tuple[str, nn.Module]) -> None:
+    """Every activation of the forward pass is an nn.ReLU module call, each module firing exactly once (DPF and PAGS
+    models at width 1; torchvision's BasicBlock would fire its one shared ReLU module twice)."""
+    arch, model = arch_model
     model.eval()
     calls, fired, _ = _relu_sites(model, torch.randn(1, 3, 32, 32))
-    assert calls == len(fired) == DPF_EXPECTED[arch][4]
+    assert calls == len(fired) == RELU_SITES[arch]
     assert set(fired.values()) == {1}
     assert all(not m.inplace for m in model.modules() if isinstance(m, nn.ReLU))
 
@@ -285,3 +309,180 @@ def test_dpf_init(dpf_model: tuple[str, nn.Module]) -> None:
             assert (float(m.bias.detach().abs().max()) == 0) == arch.startswith("wrn")
     conv_bias = [m.bias is not None for m in model.modules() if isinstance(m, nn.Conv2d)]
     assert all(conv_bias) if arch.startswith("vgg") else not any(conv_bias)
+
+
+# ---- PAGS models (pags.md section 5.2): torchvision ImageNet definitions on 32x32, the ICLR'23 init ----
+
+
+def _torchvision_reference(arch: str, num_classes: int = 10) -> nn.Module:
+    """torchvision's model on the meta device: shapes only, nothing allocated or initialised."""
+    import torchvision
+
+    with torch.device("meta"):
+        return getattr(torchvision.models, TORCHVISION_REFERENCE[arch])(num_classes=num_classes)
+
+
+@pytest.mark.parametrize("arch_model", sorted(PAGS_EXPECTED), indirect=True)
+def test_pags_exact_counts(arch_model: tuple[str, nn.Module]) -> None:
+    arch, model = arch_model
+    total, total_100, weights, n_tensors, exact_macs, sheet_macs, linear, _ = PAGS_EXPECTED[arch]
+    layers = prunable(model)
+    assert count_params(model) == total
+    assert sum(m.weight.numel() for _, m in layers) == weights and len(layers) == n_tensors
+    assert sum(m.weight.numel() for _, m in layers if isinstance(m, nn.Linear)) == linear
+    per_layer = layer_macs(model)
+    assert sum(per_layer.values()) == exact_macs and round(exact_macs / 1e6, 1) == sheet_macs
+    assert sum(v for n, v in per_layer.items() if isinstance(model.get_submodule(n), nn.Linear)) == linear
+    with torch.device("meta"):  # 100 classes: counts only, no allocation
+        assert count_params(build_model(arch, num_classes=100)) == total_100
+    assert count_params(_torchvision_reference(arch, 100)) == total_100
+
+
+def test_vgg16_tv_classifier_share() -> None:
+    """pags.md 5.2: 119,578,624 of the 134,289,088 prunable weights (89 %) and 119.6 M MACs are in the classifier."""
+    linear, weights = PAGS_EXPECTED["vgg16_bn_tv_4096fc"][6], PAGS_EXPECTED["vgg16_bn_tv_4096fc"][2]
+    assert round(100 * linear / weights) == 89 and round(linear / 1e6, 1) == 119.6
+    assert 25088 * 4096 + 4096 * 4096 + 4096 * 10 == linear
+
+
+@pytest.mark.parametrize("arch_model", sorted(PAGS_EXPECTED), indirect=True)
+def test_pags_structure_equals_torchvision(arch_model: tuple[str, nn.Module]) -> None:
+    """Module for module torchvision's definition at width 1: same parameter and buffer names and shapes in the same
+    order, same non-ReLU modules, and with torchvision's module holding our tensors the same eval-mode output."""
+    arch, model = arch_model
+    ref = _torchvision_reference(arch)
+    assert [(n, p.shape) for n, p in model.named_parameters()] == [(n, p.shape) for n, p in ref.named_parameters()]
+    assert [(n, b.shape) for n, b in model.named_buffers()] == [(n, b.shape) for n, b in ref.named_buffers()]
+
+    def modules(m: nn.Module) -> list[tuple[str, type]]:
+        return [(n, type(x)) for n, x in m.named_modules() if n and not isinstance(x, (nn.ReLU, nn.Sequential))
+                and type(x).__module__.startswith("torch.nn")]
+
+    assert modules(model) == modules(ref)
+    assert sum(isinstance(m, nn.ReLU) for m in model.modules()) == PAGS_EXPECTED[arch][7]
+    ref.load_state_dict(model.state_dict(), assign=True)  # shares our tensors; strict
+    model.eval()
+    ref.eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model(x), ref(x), rtol=1e-5, atol=1e-6)
+
+
+def test_resnet34_tv_default_init_is_torchvision() -> None:
+    """Same construction order and init as torchvision: from the same seed the initial weights are bit-identical."""
+    import torchvision
+
+    torch.manual_seed(3)
+    ours = build_model("resnet34_tv_imagenet_stem").state_dict()
+    torch.manual_seed(3)
+    ref = torchvision.models.resnet34(num_classes=10).state_dict()
+    assert list(ours) == list(ref)
+    assert all(torch.equal(ours[k], ref[k]) for k in ref)
+
+
+@pytest.mark.parametrize("arch_model", ["vgg16_bn_tv_4096fc"], indirect=True)
+def test_vgg16_tv_default_init(arch_model: tuple[str, nn.Module]) -> None:
+    """torchvision's VGG init: conv bias 0, BN 1 / 0, Linear N(0, 0.01) with bias 0."""
+    _, model = arch_model
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            assert bool((m.bias == 0).all())
+        elif isinstance(m, nn.BatchNorm2d):
+            assert bool((m.weight == 1).all()) and bool((m.bias == 0).all())
+        elif isinstance(m, nn.Linear):
+            assert bool((m.bias == 0).all())
+    assert abs(float(model.classifier[0].weight.detach().std()) / 0.01 - 1) < 0.01
+
+
+@pytest.mark.parametrize("arch", sorted(PAGS_EXPECTED))
+def test_pags_width_quarter_forward(arch: str) -> None:
+    model = build_model(arch, width=0.25)
+    assert len(prunable(model)) == PAGS_EXPECTED[arch][3]
+    model.train()
+    calls, fired, out = _relu_sites(model, torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 10) and bool(torch.isfinite(out).all())
+    assert calls == len(fired) == RELU_SITES[arch] and set(fired.values()) == {1}
+    assert all(not m.inplace for m in model.modules() if isinstance(m, nn.ReLU))
+
+
+def test_resnet34_tv_width_quarter_ci_counts() -> None:
+    """pags.md section 10: widths 16 / 32 / 64 / 128, printed as 1.34 M params and 5.1 M MACs (derived); exact:
+    1,336,538 params (1,348,148 for 100 classes), 1,332,272 Conv2d + Linear weights, 5,125,376 MACs."""
+    model = build_model("resnet34_tv_imagenet_stem", width=0.25)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert convs[0].out_channels == 16 and sorted({m.out_channels for m in convs}) == [16, 32, 64, 128]
+    assert model.fc.in_features == 128
+    assert count_params(model) == 1_336_538 and round(count_params(model) / 1e6, 2) == 1.34
+    assert sum(m.weight.numel() for _, m in prunable(model)) == 1_332_272
+    assert macs(model)[0] == 5_125_376 and round(macs(model)[0] / 1e6, 1) == 5.1
+    assert count_params(build_model("resnet34_tv_imagenet_stem", num_classes=100, width=0.25)) == 1_348_148
+
+
+def test_vgg16_tv_width_quarter_counts() -> None:
+    """``width`` scales the conv channels and the 4096 hidden width; the classifier input is the last conv width * 49."""
+    model = build_model("vgg16_bn_tv_4096fc", width=0.25)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert [m.out_channels for m in convs] == [16, 16, 32, 32, 64, 64, 64] + [128] * 6
+    fcs = [m for m in model.classifier if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in fcs] == [(128 * 7 * 7, 1024), (1024, 1024), (1024, 10)]
+    assert model.avgpool.output_size == (7, 7)
+    assert [m.p for m in model.classifier if isinstance(m, nn.Dropout)] == [0.5, 0.5]
+    assert count_params(model) == 8_406_298
+    assert macs(model)[0] == 27_387_904
+
+
+def _assert_iclr23(model: nn.Module, tol: float) -> None:
+    """pags.md 5.2: conv N(0, sqrt(2 / (k^2 C_out))) and bias 0; BN weight exactly 0.5, bias 0; Linear N(0, 0.01), 0."""
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            std = (2.0 / (m.kernel_size[0] * m.kernel_size[1] * m.out_channels)) ** 0.5
+            w = m.weight.detach()
+            assert abs(float(w.std()) / std - 1) < tol, name
+            assert abs(float(w.mean())) < tol * std, name
+            assert m.bias is None or bool((m.bias == 0).all()), name
+        elif isinstance(m, nn.BatchNorm2d):
+            assert bool((m.weight == 0.5).all()) and bool((m.bias == 0).all()), name
+            assert bool((m.running_mean == 0).all()) and bool((m.running_var == 1).all()), name
+        elif isinstance(m, nn.Linear):
+            assert abs(float(m.weight.detach().std()) / 0.01 - 1) < tol, name
+            assert bool((m.bias == 0).all()), name
+
+
+def test_iclr23_init_resnet34() -> None:
+    torch.manual_seed(0)
+    model = build_model("resnet34_tv_imagenet_stem", init="iclr23")
+    # Every conv has >= 8,192 entries and the fc 5,120: a 5 % bound is > 6 standard errors of the sample std.
+    _assert_iclr23(model, tol=0.05)
+    big = model.layer4[1].conv2.weight  # 512 x 512 x 3 x 3 = 2,359,296 entries
+    assert abs(float(big.detach().std()) - (2 / (9 * 512)) ** 0.5) < 2e-3 * (2 / (9 * 512)) ** 0.5
+    assert not any(m.bias is not None for m in model.modules() if isinstance(m, nn.Conv2d))
+
+
+def test_iclr23_init_vgg16_quarter() -> None:
+    torch.manual_seed(0)
+    model = build_model("vgg16_bn_tv_4096fc", width=0.25, init="iclr23")
+    # The smallest tensors: the first conv (16 * 3 * 9 = 432 entries) and the last Linear (10 * 1024).
+    _assert_iclr23(model, tol=0.2)
+    assert all(m.bias is not None and bool((m.bias == 0).all()) for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert abs(float(model.classifier[0].weight.detach().std()) / 0.01 - 1) < 0.005  # 6.4 M entries
+
+
+def test_iclr23_matches_reference_draw_order() -> None:
+    """The reference seeds and then runs its init over torchvision's ``modules()``; ours visits the same tensors in the
+    same order, so from the same seed the iclr23 weights equal those of torchvision's ResNet-34 given the same rule."""
+    import torchvision
+
+    from harness.models.init import INITS
+
+    ours = build_model("resnet34_tv_imagenet_stem")
+    ref = torchvision.models.resnet34(num_classes=10)
+    torch.manual_seed(69)
+    INITS["iclr23"](ours)
+    torch.manual_seed(69)
+    INITS["iclr23"](ref)
+    assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), ref.state_dict().values(), strict=True))
+
+
+def test_unknown_init() -> None:
+    with pytest.raises(ValueError, match=r"unknown initialiser 'nope' \(expected one of: .*iclr23"):
+        build_model("resnet20_cifar_optb", width=0.25, init="nope")
