@@ -27,6 +27,7 @@ from harness.config import DatasetConfig, DenseSpec, EvalConfig, RunSpec, canoni
 from harness.data import DeviceData
 from harness.models import build_model
 from harness.paths import Paths, atomic_save, atomic_write_text, read_jsonl, write_json
+from harness.pruning import graph
 from harness.pruning.masks import MaskSet, overall_density
 from harness.pruning.methods.base import row
 from harness.train import Diverged, StepHooks, evaluate, make_optimizer, make_scheduler, stage_seed, train
@@ -88,6 +89,14 @@ def fresh_model(spec: RunSpec | DenseSpec, device: torch.device) -> nn.Module:
     """The model at its initialisation: the same weights for every run of a seed."""
     torch.manual_seed(stage_seed(spec.seed, "init"))
     return build_model(spec.model.arch, spec.num_classes, spec.model.width, spec.model.init).to(device)
+
+
+def graph_metrics(model: nn.Module, masks: MaskSet, ev: EvalConfig, d: Path) -> dict:
+    """The mask-graph metrics of a run's final mask (pags.md 3.3): ``graph.csv`` (one row per layer)
+    in the run folder, and the model-level numbers (``graph_*``) for the final row."""
+    rows = graph.layer_table({n: p.detach() for n, p in masks.params.items()}, masks.masks, ev.graph)
+    atomic_write_text(d / "graph.csv", graph.to_csv(rows))
+    return graph.summary(rows, ev.graph)
 
 
 def measure(model: nn.Module, masks: MaskSet, dense_macs: int) -> dict:
@@ -224,4 +233,4 @@ def read_rows(paths: Paths, spec: RunSpec) -> list[dict]:
 
 def artifacts(paths: Paths, spec: RunSpec) -> list[Path]:
     d = paths.run_dir(spec.paper, spec.id)
-    return [d / n for n in ("spec.json", "rows.jsonl", "layer_density.csv", "masks_final.pt", "DIVERGED")]
+    return [d / n for n in ("spec.json", "rows.jsonl", "layer_density.csv", "graph.csv", "masks_final.pt", "DIVERGED")]

@@ -68,7 +68,7 @@ def test_ci_profile_through_ray_mlflow_and_report(tmp_path, data_root, ci_manife
     for key in ("paper", "experiment", "method", "model", "dataset", "seed", "manifest_hash", "code_version"):
         assert tags[key], key
     assert {a.path for a in tracker.client.list_artifacts(prune_run.info.run_id)} == \
-        {"spec.json", "rows.jsonl", "layer_density.csv", "masks_final.pt"}
+        {"spec.json", "rows.jsonl", "layer_density.csv", "graph.csv", "masks_final.pt"}
 
     # 4. The interrupted run resumed: round 1 was not redone.
     rows = read_jsonl(run_dir / "rows.jsonl")

@@ -183,3 +183,20 @@ def test_tables_follow_each_experiments_layout():
     assert [t.experiment.name for t in ts] == ["a", "b"]
     assert ts[0].header[:3] == ["model", "method", "n"] and ts[1].header[:2] == ["model", "target"]
     assert ts[0].rows[0] == ["vgg16", "global", "0", "—", "—"]
+
+
+def test_paired_layout_lists_unpaired_methods_with_their_base_values_only():
+    from harness.config.schema import Layout
+    from harness import report
+    from tests.test_report_fakes import FINAL, experiment, final_run, manifest, specs_for
+
+    e = experiment(methods=("snip", "snip_pags", "synflow"), sparsities=(0.9,),
+                   layout=Layout(kind="paired", pairs=(("snip", "snip_pags"),)))
+    specs = specs_for(e, FINAL, targets=(0.9,))
+    acc = {"snip": 0.80, "snip_pags": 0.83, "synflow": 0.81}
+    results = {s.id: final_run(acc[s.method], 0.1) for s in specs}
+    m = manifest(e)
+    (t,) = report.tables(m, report.aggregate(m, specs, results))
+    rows = {r[1]: r for r in t.rows}
+    assert rows["snip"][2] == "snip_pags" and rows["snip"][6] == "+3.0"
+    assert rows["synflow"][2] == "—" and rows["synflow"][4].startswith("81.0") and rows["synflow"][5] == ""

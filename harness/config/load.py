@@ -115,7 +115,10 @@ def build(tp: Any, value: Any, where: str, key: str) -> Any:
                 kwargs[name] = build(hints[name], value[name], where, sub)
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise ManifestError(f"{where}: {sub}: missing (expected {type_name(hints[name])})")
-        return tp(**kwargs)
+        try:
+            return tp(**kwargs)
+        except (ValueError, TypeError) as e:  # a type's own check (e.g. GraphParams)
+            raise ManifestError(f"{where}: {label}: {e}") from None
     if tp is Any:
         return value
     if origin is Literal:
@@ -266,10 +269,10 @@ def check(m: Manifest, where: str) -> None:
         needs_target = [meth for meth in e.methods if _method(m, meth).proc.needs_sparsity]
         if needs_target and not e.sparsities and any(mk not in e.model_sparsities for mk in e.models):
             err(f"{key}.sparsities", f"expected target sparsities: method '{needs_target[0]}' trains to a target")
-        for j, (a, b) in enumerate(e.layout.pairs):
+        for j, (a, b) in enumerate(e.layout.pairs):  # a profile's grid may leave a pair out: it is skipped
             for meth in (a, b):
-                if meth not in e.methods:
-                    err(f"{key}.layout.pairs[{j}]", f"'{meth}' is not a method of this experiment")
+                if meth not in known_methods:
+                    err(f"{key}.layout.pairs[{j}]", f"unknown method '{meth}' (expected one of: {', '.join(known_methods)})")
         if e.layout.kind == "paired" and not e.layout.pairs:
             err(f"{key}.layout.pairs", "expected (base, modified) method pairs for a paired layout")
         if e.layout.dense_method is not None and e.layout.dense_method not in e.methods:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from harness.pruning.graph import GraphParams
+
 
 class ManifestError(ValueError):
     """A user mistake in a manifest; ``str()`` is one line naming file, key and expectation."""
@@ -88,6 +90,7 @@ class EvalConfig:
     train_augmented: bool = True  # LAMP measures train accuracy on augmented images
     epochs: tuple[str, ...] = ()  # single-stage procedures: extra evaluations at these durations
     every: str | None = None  # ... or every this often (e.g. "1ep"); the end is always evaluated
+    graph: GraphParams = GraphParams()  # mask-graph metrics of every run's final mask (pags.md 3.3)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,8 @@ One cell per group (experiment, dataset, model, method, target sparsity) and row
 row of a group gets a cell, so a run without data shows up as ``n = 0``. A seed that diverged
 before reaching a row (or a diverged run's final row) is counted in ``diverged``, never averaged.
 
-Display units live here too: a metric named ``*_acc`` whose values are fractions in [0, 1] is
+Display units live here too: an accuracy (a metric named ``*_acc`` or ``*_acc_*``, e.g.
+``test_acc_at_best_val``) whose values are fractions in [0, 1] is
 shown in percent (and compared with published values in percent points); any other metric is a
 plain number. :func:`expected_for` finds the published number (``paper`` or ``reference``) of a cell.
 """
@@ -116,7 +117,8 @@ def remaining_label(density: float) -> str:
 
 
 def is_percent(metric: str, values: Iterable[float]) -> bool:
-    return metric.endswith("_acc") and all(0.0 <= v <= 1.0 for v in values)
+    is_acc = metric.endswith("_acc") or "_acc_" in metric
+    return is_acc and all(0.0 <= v <= 1.0 for v in values)
 
 
 def _row_order(row: tuple[str, int]) -> tuple:

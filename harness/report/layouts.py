@@ -196,14 +196,16 @@ def paired(manifest: Manifest, e: Experiment, mine: list[Cell]) -> Table:
         header += [f"{label} base", f"{label} modified", f"{label} Δ"]
         header += [f"{label} {side} {m}" for m in e.layout.columns for side in ("base", "modified")]
     rows = []
+    paired_methods = {m for pair in e.layout.pairs for m in pair}
+    pairs = list(e.layout.pairs) + [(m, None) for m in e.methods if m not in paired_methods]  # unpaired: base only
     for ds, model in dict.fromkeys((c.dataset, c.model) for c in mine):
-        for base, mod in e.layout.pairs:
-            pair_cells = [tuple(idx.get((e.name, ds, model, meth, t, axis, i)) for meth in (base, mod))
+        for base, mod in pairs:
+            pair_cells = [tuple(idx.get((e.name, ds, model, meth, t, axis, i)) if meth else None for meth in (base, mod))
                           for t, axis, i, _ in cols]
             flat = [c for pc in pair_cells for c in pc if c is not None]
             if not flat:
                 continue
-            row = ([ds] if multi else []) + [model, base, mod, _n_text(flat, metric)]
+            row = ([ds] if multi else []) + [model, base, mod or DASH, _n_text(flat, metric)]
             for b, m in pair_cells:
                 sb, sm = (b.stat(metric) if b else None), (m.stat(metric) if m else None)
                 if b and m and not (b.diverged or m.diverged) and sb.mean is not None and sm.mean is not None:

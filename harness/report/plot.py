@@ -3,7 +3,9 @@
 * by_round / paired: ``layout.metric`` against remaining weights (log x, pruning goes right), a
   line per method;
 * by_sparsity: against target sparsity, a line per method, when the experiment sweeps several
-  sparsities (WRN-28-2); else a bar per method (the dense baseline first).
+  sparsities (WRN-28-2); else a bar per method (the dense baseline first);
+* when ``graph_D`` is one of the layout's columns (PAGS), a second panel per (model, dataset):
+  ``layout.metric`` against the mask-graph distance D, a point per (method, density) cell.
 
 Diverged cells have no number and are not drawn.
 """
@@ -76,6 +78,22 @@ def _sparsity_axes(ax, e: Experiment, cells: list[Cell], metric: str) -> None:
             ax.set_xlabel(f"sparsity {pruned[0].target_sparsity * 100:g}%")
 
 
+def _distance_axes(ax, cells: list[Cell], metric: str, percent: bool, title: str) -> None:
+    pts = [c for c in _points(result_rows(cells), metric) if c.stat("graph_D").mean is not None]
+    scale = 100 if percent else 1
+    for method in dict.fromkeys(c.method for c in pts):
+        mine = [c for c in pts if c.method == method]
+        ax.errorbar([c.stat("graph_D").mean for c in mine], [c.stat(metric).mean * scale for c in mine],
+                    yerr=[(c.stat(metric).std or 0.0) * scale for c in mine], fmt="o", markersize=4, capsize=2,
+                    label=method)
+    ax.set_title(f"{title}: against the graph distance D", fontsize=10)
+    ax.set_xlabel("mask-graph distance D")
+    ax.set_ylabel(metric + (" (%)" if percent else ""))
+    ax.grid(True, alpha=0.3)
+    if pts:
+        ax.legend(fontsize=8)
+
+
 def plot_experiment(e: Experiment, cells: list[Cell], path: Path) -> None:
     import matplotlib
 
@@ -85,15 +103,21 @@ def plot_experiment(e: Experiment, cells: list[Cell], path: Path) -> None:
     metric = e.layout.metric
     mine = [c for c in cells if c.experiment == e.name]
     panels = list(dict.fromkeys((c.model, c.dataset) for c in mine)) or [(m, d) for m in e.models for d in e.datasets]
-    ncols = min(len(panels), 3)
-    nrows = -(-len(panels) // ncols)
+    with_d = "graph_D" in e.layout.columns
+    per = 2 if with_d else 1
+    ncols = min(len(panels), 3) * per
+    nrows = -(-len(panels) * per // ncols)
     width = max(6.4, 4.8 * ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(width, 3.6 * nrows + 0.4), squeeze=False)
-    for ax in axes.flat[len(panels):]:
+    for ax in axes.flat[len(panels) * per:]:
         ax.set_visible(False)
     percent = any(c.stat(metric).percent for c in mine)
-    for ax, (model, ds) in zip(axes.flat, panels):
+    flat = list(axes.flat)
+    for i, (model, ds) in enumerate(panels):
+        ax = flat[i * per]
         here = [c for c in mine if c.model == model and c.dataset == ds]
+        if with_d:
+            _distance_axes(flat[i * per + 1], here, metric, percent, f"{model} · {ds}")
         ax.set_title(f"{model} · {ds}", fontsize=10)
         ax.set_ylabel(metric + (" (%)" if percent else ""))
         ax.grid(True, which="major", alpha=0.3)

@@ -10,10 +10,18 @@ last round keeps exactly ``round(density * N)`` entries (``draw: topk``), or, wi
 ``draw: bernoulli``, every entry is kept independently with its layer's probability from the
 allocation (ERK as the PAGS predecessor draws it: the density is met in expectation, and the
 realised one is what the rows report). Rows are on the ``epoch`` axis.
+
+PAGS (pags.md 4, the PAGS_SNIP reading) is this procedure with ``candidates > 1``: each candidate
+mask is chosen by the base score on one fresh mini-batch mixed from the previous and the current
+training batch (one permutation shared by images and labels, the first half kept), selected
+exactly to the density, and scored by its mask-graph distance ``D`` (:mod:`harness.pruning.graph`,
+switches in ``graph``) with the initial weights as edge weights; the candidate with the largest
+``D`` is trained. A random base draws a new mask per candidate.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -22,10 +30,11 @@ import torch
 from torch.nn import functional as F
 
 from harness.config.expand import RunSpec
-from harness.pruning import scores
+from harness.pruning import graph, scores
 from harness.pruning.allocation import ALLOCATIONS, target_amount
 from harness.pruning.masks import MaskSet
 from harness.pruning.methods.stage import FixedMask, SingleStage, run_stage
+from harness.paths import write_json
 from harness.train import stage_seed
 
 
@@ -38,6 +47,8 @@ class AtInitParams:
     grasp_temperature: float = 200.0
     grasp_temperature_on: Literal["logits", "log_softmax"] = "logits"  # intended GraSP | the predecessor's code
     synflow_output: Literal["raw", "log_softmax"] = "raw"  # intended SynFlow | the predecessor's code
+    candidates: int = 1  # PAGS: candidate masks sampled; the one with the largest graph distance is kept
+    graph: graph.GraphParams = graph.GraphParams()  # PAGS: the distance's switches (pags.md 3.3)
 
 
 class AtInit(SingleStage):
@@ -55,12 +66,18 @@ class AtInit(SingleStage):
             err("draw", "Bernoulli draws are one-shot: expected rounds: 1")
         if p.grasp_temperature <= 0:
             err("grasp_temperature", f"expected a positive temperature, got {p.grasp_temperature}")
+        if p.candidates < 1:
+            err("candidates", f"expected a positive number of candidates, got {p.candidates}")
+        if p.candidates > 1 and p.rounds != 1:
+            err("candidates", "PAGS samples one-shot masks: expected rounds: 1 with candidates > 1")
 
     def selection_cost(self, spec: RunSpec, n_train: int) -> int:
         p = spec.params
         if "batches" not in scores.SCORES[spec.score].needs:
             return 0
         per_pass = n_train if p.batches is None else p.batches * spec.training.batch_size
+        if p.candidates > 1:  # one mixed mini-batch per candidate
+            per_pass = p.candidates * spec.training.batch_size
         passes = 2 if "hessian" in scores.SCORES[spec.score].needs else 1
         return per_pass * passes * p.rounds
 
@@ -70,12 +87,20 @@ class AtInit(SingleStage):
             f" on {'the whole training split' if p.batches is None else f'{p.batches} batch(es)'} ({p.mode} mode)"
         rounds = f", {p.rounds} rounds" if p.rounds > 1 else ""
         draw = ", Bernoulli draws" if p.draw == "bernoulli" else ""
+        if p.candidates > 1:
+            g = p.graph
+            data = f", each scored on one mixed batch ({p.mode} mode)" if data else ""
+            return (f"PAGS: {p.candidates} {spec.score} candidates{data}{draw}, {spec.allocation} allocation, the "
+                    f"largest graph distance kept ({g.variant}, from {g.reference}), fixed mask")
         return f"{spec.score} scores at init{data}{rounds}, {spec.allocation} allocation{draw}, fixed mask"
 
-    def choose_mask(self, spec: RunSpec, model, masks: MaskSet, data, gen: torch.Generator) -> None:
-        """Score and select, round after round (all entries eligible each time)."""
+    def choose_mask(self, spec: RunSpec, model, masks: MaskSet, data, gen: torch.Generator) -> dict:
+        """Score and select, round after round (all entries eligible each time); with candidates,
+        PAGS. Returns what the choice measured (PAGS: every candidate's distance, the chosen one)."""
         p, t = spec.params, spec.training
         density = 1.0 - (spec.target_sparsity or 0.0)
+        if p.candidates > 1:
+            return self._pags(spec, model, masks, data, gen, density)
 
         def batches():
             if p.batches is None:  # one pass over the (shuffled) training split, partial last batch kept
@@ -97,6 +122,53 @@ class AtInit(SingleStage):
         finally:
             model.train()
             model.zero_grad(set_to_none=True)
+        return {}
+
+    def _pags(self, spec: RunSpec, model, masks: MaskSet, data, gen: torch.Generator, density: float) -> dict:
+        p, t = spec.params, spec.training
+
+        def stream():  # fresh, reshuffled batches (pags.md defect 12)
+            while True:
+                yield from data.train_batches(gen, t.batch_size, drop_last=True)
+
+        batches = stream()
+        weights = {n: w.detach().clone() for n, w in masks.params.items()}  # theta_0: the edge weights
+        init_coords = graph.reference_coordinates(weights, p.graph) if p.graph.reference == "init" else None
+        options = {"grasp_temperature": p.grasp_temperature, "grasp_temperature_on": p.grasp_temperature_on,
+                   "synflow_output": p.synflow_output}
+        ones = {n: torch.ones_like(m) for n, m in masks.masks.items()}
+        distances: list[float] = []
+        best = None
+        prev = next(batches)
+        model.train(p.mode == "train")
+        try:
+            for _ in range(p.candidates):
+                cur = next(batches)
+                x, y = torch.cat([prev[0], cur[0]]), torch.cat([prev[1], cur[1]])
+                keep = torch.randperm(x.shape[0], generator=gen, device=x.device)[: cur[0].shape[0]]
+                mixed = (x[keep], y[keep])  # one permutation for images and labels (defect 11)
+                masks.set_masks_(ones)
+                inputs = masks.score_inputs(model, batches=lambda b=mixed: iter([b]), loss=F.cross_entropy,
+                                            generator=gen, options=options)
+                s = scores.compute(spec.score, inputs)
+                if p.draw == "bernoulli":
+                    self._bernoulli(masks, s, spec.allocation, density, gen)
+                else:
+                    masks.select_(s, spec.allocation, density=density, eligible="all")
+                with torch.no_grad():  # back to theta_0 for the next candidate
+                    for n, w in masks.params.items():
+                        w.copy_(weights[n])
+                dist = graph.distance(weights, masks.masks, params=p.graph, init_coordinates=init_coords)
+                distances.append(dist)
+                if best is None or dist > distances[best[0]]:
+                    best = (len(distances) - 1, {n: m.clone() for n, m in masks.masks.items()})
+                prev = cur
+        finally:
+            model.train()
+            model.zero_grad(set_to_none=True)
+        masks.set_masks_(best[1])
+        masks.apply_()
+        return {"pags_distances": distances, "pags_chosen": best[0]}
 
     @staticmethod
     def _bernoulli(masks: MaskSet, s: list[torch.Tensor], allocation: str, density: float, gen) -> None:
@@ -113,7 +185,10 @@ class AtInit(SingleStage):
         data = get_data(spec.dataset, ctx)
         model = fresh_model(spec, ctx.torch_device)
         masks = MaskSet.for_model(model, spec.prunable)
+        chosen = d / "mask_choice.json"
         if not (d / "checkpoint.pt").exists():  # a resumed run gets its masks from the checkpoint
             gen = torch.Generator(device=data.device).manual_seed(stage_seed(spec.seed, "score"))
-            self.choose_mask(spec, model, masks, data, gen)
-        return run_stage(spec, ctx, d, model, masks, FixedMask(masks))
+            write_json(chosen, self.choose_mask(spec, model, masks, data, gen))
+        info = json.loads(chosen.read_text())
+        extra = {"pags_distance": info["pags_distances"][info["pags_chosen"]]} if info else {}
+        return run_stage(spec, ctx, d, model, masks, FixedMask(masks, extra))

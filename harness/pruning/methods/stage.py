@@ -50,13 +50,17 @@ class StageHook(StepHooks):
 
 
 class FixedMask(StageHook):
-    """A mask chosen before training and held fixed: masked weights re-zeroed after every step."""
+    """A mask chosen before training and held fixed: masked weights re-zeroed after every step.
+    ``extra``: constant values of how the mask was chosen, reported with every row."""
 
-    def __init__(self, masks: MaskSet):
-        self.masks = masks
+    def __init__(self, masks: MaskSet, extra: dict | None = None):
+        self.masks, self.extra = masks, dict(extra or {})
 
     def after_optimizer_step(self, step: int) -> None:
         self.masks.apply_()
+
+    def metrics(self) -> dict:
+        return dict(self.extra)
 
 
 class SingleStage(Procedure):
@@ -91,7 +95,7 @@ def eval_epochs(spec: RunSpec, spe: int, total_steps: int) -> set[int]:
 def run_stage(spec: RunSpec, ctx, d: Path, model: nn.Module, masks: MaskSet, hook: StageHook,
               stage: str = "train") -> list[dict]:
     """Train ``model`` for ``training.pretrain`` with ``hook``; resumable; returns every row."""
-    from harness.experiment import evaluate_model, get_data, measure, save_rows
+    from harness.experiment import evaluate_model, get_data, graph_metrics, measure, save_rows
 
     t = spec.training
     device = ctx.torch_device
@@ -145,7 +149,7 @@ def run_stage(spec: RunSpec, ctx, d: Path, model: nn.Module, masks: MaskSet, hoo
     if not rows or rows[-1]["index"] != last_epoch:  # the budget ended mid-epoch
         evaluate_row(last_epoch, steps)
     atomic_save(masks.state_dict(), d / "masks_final.pt")
-    rows.append(final_row(rows[-1], **best_of(rows)))
+    rows.append(final_row(rows[-1], **best_of(rows), **graph_metrics(model, masks, spec.eval, d)))
     save_rows(rows_path, rows)
     ctx.report(rows[-1])
     return rows
