@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default=None, help="check only this profile (default: full and every profile)")
     p = sub.add_parser("plan", help="list the runs a manifest expands to, without running anything")
     _manifest_args(p)
-    p.add_argument("--ids", action="store_true", help="list every run id and name")
+    p.add_argument("--ids", action="store_true", help="list every cell: run id, name, its training images and PFLOP")
     p = sub.add_parser("run", help="run every grid cell (resumes), then write the report")
     _manifest_args(p)
     _store_args(p)
@@ -139,10 +139,12 @@ def cmd_plan(args) -> int:
         print(f"  {', '.join(methods)}: {line}")
     print("compute: training FLOPs ≈ 6 × forward MACs × training images (dense kernels with masks), mask "
           "selection passes included; evaluation passes excluded")
-    if args.ids:
+    if args.ids:  # every cell with its own compute (its shared dense pre-training listed, not counted)
         for s in specs:
-            dense = f" (dense {s.dense.id})" if s.dense else ""
-            print(f"{s.id}  {run_name(s)}{dense}")
+            _, fwd = _model_cost(s.model.arch, s.model.width, s.num_classes)
+            own = sum(s.proc.images(s, train_size(s.dataset))[1:]) + s.proc.selection_cost(s, train_size(s.dataset))
+            dense = f"  dense {s.dense.id}" if s.dense else ""
+            print(f"{s.id}  {run_name(s):<72} {own:>13,} images {6 * fwd * own / 1e15:>9.3f} PFLOP{dense}")
     return 0
 
 

@@ -172,7 +172,10 @@ def test_cli_plan_lists_the_grid(capsys):
     out = capsys.readouterr().out
     assert "cifar10_main" in out and "densenet" in out and "total" in out
     assert "761.08" in out  # VGG-16: 405 M training images x 6 x 313.2 M MACs (common.md §3)
-    assert len([l for l in out.splitlines() if l.endswith(")") and " (dense " in l]) == 35
+    cells = [l for l in out.splitlines() if " PFLOP  dense " in l]
+    assert len(cells) == 35  # every cell with its own compute
+    vgg = next(l for l in cells if "cifar10_main/vgg16/cifar10/lamp/" in l)
+    assert "80,000,000 images" in vgg  # 20 rounds x 40,000 steps x batch 100 (its dense model is shared)
 
 
 @pytest.mark.parametrize("path", [
