@@ -21,12 +21,15 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-# Offline data for tests and `ci` profiles: real Fashion-MNIST from Debian (30 MB, no download at run time).
+# Offline data for tests and `ci` profiles: real Fashion-MNIST from Debian (30 MB, no download at run
+# time); Debian's chromium for the MLflow UI browser test.
 system-deps:
-	@if [ ! -f $(FASHION_MNIST) ]; then \
-	  echo "installing Debian package dataset-fashion-mnist"; \
+	@missing=""; [ -f $(FASHION_MNIST) ] || missing="dataset-fashion-mnist"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
 test: install

@@ -191,6 +191,12 @@ def cmd_report(args) -> int:
     out_dir = Path(args.out) if args.out else paths.report_dir(m.paper.key, m.profile)
     summary = report.build(m, specs, results, out_dir)
     print(f"report: {out_dir / 'README.md'} ({summary.n_cells} cells, {summary.n_missing_runs} runs missing)")
+    if tracker.client.get_experiment_by_name(m.paper.key) is not None:  # the report in the MLflow UI too
+        claims = "; ".join(f"`{c.id}`: {c.outcome}" for c in summary.claims) or "none in this profile"
+        complete = "complete" if not summary.n_missing_runs else f"INCOMPLETE ({summary.n_missing_runs} runs missing)"
+        tracker.log_report(m.paper.key, m.profile, summary.files,
+                           f"Report of **{m.paper.title}**, profile `{m.profile}` ({complete}): open `report/README.md` "
+                           f"in the artifacts for the paper-style tables and plots. Claims: {claims}.")
     for c in summary.claims:
         print(f"  claim {c.id}: {c.outcome}")
     if summary.n_missing_runs:
@@ -208,13 +214,27 @@ def cmd_report(args) -> int:
     return 0
 
 
+def ui_command(tracking_uri: str, artifact_root: Path | None, host: str, port: int) -> list[str]:
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri, "--host", host, "--port", str(port)]
+    return cmd + (["--default-artifact-root", artifact_root.as_uri()] if artifact_root else [])
+
+
+def experiment_url(base: str, experiment_id: str) -> str:
+    """The page of a paper's runs: MLflow 3 opens on its GenAI views unless asked for model training."""
+    return f"{base}/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+
 def cmd_ui(args) -> int:
+    from mlflow.tracking import MlflowClient
+
     paths = Paths.at(args.workdir)
     uri = args.tracking_uri or paths.tracking_uri
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--port", str(args.port)]
-    if not args.tracking_uri:
-        cmd += ["--default-artifact-root", paths.artifact_root.as_uri()]
+    cmd = ui_command(uri, None if args.tracking_uri else paths.artifact_root, "127.0.0.1", int(args.port))
     print(" ".join(cmd))
+    base = f"http://127.0.0.1:{args.port}"
+    for exp in MlflowClient(uri).search_experiments():
+        if exp.name != "Default":
+            print(f"  {exp.name}: {experiment_url(base, exp.experiment_id)}")
     os.execv(sys.executable, cmd)
     return 0  # not reached
 

@@ -199,6 +199,7 @@ class DeviceData:
         self.test_y = test_y.to(self._device, torch.int64)
         self._mean = torch.tensor(list(mean), dtype=torch.float32, device=self._device).view(1, -1, 1, 1)
         self._std = torch.tensor(list(std), dtype=torch.float32, device=self._device).view(1, -1, 1, 1)
+        self.digest: str | None = None  # content digest, computed once when a run records its data
         self.val_x: torch.Tensor | None = None  # an optional held-out split (see load(validation=...))
         self.val_y: torch.Tensor | None = None
         self.crop_padding = int(crop_padding)

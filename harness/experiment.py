@@ -13,6 +13,7 @@ evaluation), which the scheduler or the local executor routes to tracking.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from collections.abc import Callable
@@ -73,6 +74,20 @@ def get_data(ds: DatasetConfig, ctx: Context) -> DeviceData:
     return _DATA[key]
 
 
+def data_record(data: DeviceData, ds: DatasetConfig) -> dict:
+    """What a run trained and was evaluated on, for its MLflow dataset input: the content digest of
+    the images and labels actually used (after subsets and the validation split) and split sizes."""
+    if data.digest is None:
+        h = hashlib.sha256()
+        for t in (data.train_x, data.train_y, data.test_x, data.test_y, data.val_x, data.val_y):
+            if t is not None:
+                h.update(t.contiguous().cpu().numpy().tobytes())
+        data.digest = h.hexdigest()[:16]
+    return {"source": ds.source, "digest": data.digest, "train": data.n_train, "test": data.n_test,
+            "validation": 0 if data.val_x is None else int(data.val_x.shape[0]),
+            "train_subset": ds.train_subset, "test_subset": ds.test_subset}
+
+
 def evaluate_model(model: nn.Module, data: DeviceData, ev: EvalConfig, seed: int, precision: str) -> dict:
     gen = torch.Generator(device=data.device).manual_seed(stage_seed(seed, "eval"))
     split = "train_augmented" if ev.train_augmented else "train"
@@ -130,6 +145,7 @@ def train_dense(spec: DenseSpec, ctx: Context) -> Path:
     atomic_write_text(d / "spec.json", canonical_json(spec) + "\n")
     device = ctx.torch_device
     data = get_data(spec.dataset, ctx)
+    write_json(d / "data.json", data_record(data, spec.dataset))
     model = fresh_model(spec, device)
     atomic_save(model.state_dict(), d / "init.pt")
     spe = steps_per_epoch(data.n_train, spec.batch_size, spec.drop_last)
@@ -212,6 +228,7 @@ def run(spec: RunSpec, ctx: Context) -> list[dict]:
         return rows
     d.mkdir(parents=True, exist_ok=True)
     atomic_write_text(d / "spec.json", json.dumps(spec.to_dict(), indent=2, sort_keys=True) + "\n")
+    write_json(d / "data.json", data_record(get_data(spec.dataset, ctx), spec.dataset))
     try:
         rows = spec.proc.run(spec, ctx, d)
     except Diverged as e:

@@ -31,7 +31,7 @@ from harness.data import load_split
 from harness.config import DenseSpec, EvalConfig, Manifest, RunSpec, build, dense_from_dict, resources_for
 from harness.paths import Paths
 from harness.train import Diverged
-from harness.tracking import Tracker, run_name, run_tags
+from harness.tracking import Tracker, display_name, run_name, run_tags
 
 
 @dataclass
@@ -65,6 +65,10 @@ class _Job:
     cpu: float
     gpu: float
     eval: EvalConfig | None = None  # dense jobs: how the dense model is evaluated for its MLflow run
+    display: str = ""  # the short name the MLflow UI shows
+    dataset_key: str = ""
+    group: tuple[str, str, str] = ("", "", "")  # parent run: (key, name, description)
+    about: str = ""  # the first half of the run's description (what it is)
 
     @property
     def id(self) -> str:
@@ -87,10 +91,36 @@ def _artifacts(opts: Options, job: _Job, paper: str) -> list[Path]:
     return experiment.artifacts(opts.paths, job.spec)
 
 
+def _open(tracker: Tracker, job: _Job, paper: str) -> str:
+    key, name, description = job.group
+    return tracker.open(paper, job.spec, job.tags, job.display or job.name,
+                        parent=tracker.parent(paper, key, name, description) if key else None)
+
+
+def _outcome_text(opts: Options, job: _Job, info: dict | None) -> str:
+    """The second half of a run's description: what it reached."""
+    if info is not None:
+        return f"**Diverged** at step {info['step']} ({info['what']} became non-finite): no result."
+    if job.kind == "dense":
+        return "Dense pre-training, shared by every run that starts from it (evaluated in each run's round 0)."
+    rows = experiment.read_rows(opts.paths, job.spec)
+    final = rows[-1] if rows else {}
+    if "test_acc" not in final:
+        return ""
+    return (f"Reached: density {100 * final['density']:.3g}% of the prunable weights "
+            f"({100 * final.get('density_all', float('nan')):.3g}% of all parameters), "
+            f"test accuracy {100 * final['test_acc']:.2f}% (final).")
+
+
 def _close(tracker: Tracker, mid: str, job: _Job, opts: Options, paper: str, out: Outcome) -> None:
-    """A job that ended normally: artifacts, then FINISHED, or FAILED + diverged tags."""
+    """A job that ended normally: artifacts, dataset input, description, then FINISHED, or FAILED
+    with the diverged tags."""
     tracker.log_artifacts(mid, _artifacts(opts, job, paper))
+    data = experiment.stage_dir(opts.paths, job.spec) / "data.json"
+    if data.exists():
+        tracker.log_dataset(mid, job.dataset_key, json.loads(data.read_text()))
     info = experiment.diverged_info(opts.paths, job.spec)
+    tracker.describe(mid, "\n\n".join(t for t in (job.about, _outcome_text(opts, job, info)) if t))
     if info is None:
         tracker.close(mid, "FINISHED")
         return
@@ -99,17 +129,36 @@ def _close(tracker: Tracker, mid: str, job: _Job, opts: Options, paper: str, out
     out.diverged.append((job.name, info["step"]))
 
 
-def plan_jobs(manifest: Manifest, specs: list[RunSpec]) -> tuple[list[_Job], list[_Job]]:
+def _about(manifest: Manifest, s: RunSpec, report: Path) -> str:
+    from harness.config.expand import method_parts
+
+    e = manifest.experiment(s.experiment)
+    target = f", target sparsity {100 * s.target_sparsity:g}%" if s.target_sparsity is not None else ""
+    return (f"**{manifest.paper.title}** ({manifest.paper.venue} {manifest.paper.year}), profile `{manifest.profile}`: "
+            f"{e.title}.\n\nMethod `{s.method}` ({method_parts(manifest, s.method)[0].description}) on model "
+            f"`{s.model_key}` (`{s.model.arch}`, width {s.model.width:g}), dataset `{s.dataset_key}`, seed {s.seed}"
+            f"{target}. Report: `{report / 'README.md'}` (also the artifacts of the run `report · {manifest.profile}`).")
+
+
+def plan_jobs(manifest: Manifest, specs: list[RunSpec], report: Path | None = None) -> tuple[list[_Job], list[_Job]]:
     """The dense jobs (deduplicated by content) and the run jobs of ``specs``."""
+    report = report or Path("reports") / manifest.paper.key / manifest.profile
     dense: dict[str, _Job] = {}
     runs: list[_Job] = []
     for s in specs:
         res = resources_for(manifest, s)
         if s.dense is not None and s.dense.id not in dense:
+            group = (f"{manifest.profile}/dense", f"dense pre-trainings · {manifest.profile}",
+                     "The dense models the pruning runs start from (content-addressed, shared).")
             dense[s.dense.id] = _Job("dense", s.dense, run_name(s.dense, s.model_key, s.dataset_key),
                                      run_tags(s.dense, manifest, s.model_key, s.dataset_key), res.cpu, res.gpu,
-                                     eval=s.eval)
-        runs.append(_Job("run", s, run_name(s), run_tags(s, manifest), res.cpu, res.gpu))
+                                     eval=s.eval, display=display_name(s.dense, s.model_key, s.dataset_key),
+                                     dataset_key=s.dataset_key, group=group,
+                                     about=f"Dense pre-training of `{s.model_key}` on `{s.dataset_key}`, seed {s.seed}.")
+        e = manifest.experiment(s.experiment)
+        group = (f"{manifest.profile}/{s.experiment}", f"{s.experiment} · {manifest.profile}", e.title)
+        runs.append(_Job("run", s, run_name(s), run_tags(s, manifest), res.cpu, res.gpu, display=display_name(s),
+                         dataset_key=s.dataset_key, group=group, about=_about(manifest, s, report)))
     return list(dense.values()), runs
 
 
@@ -118,7 +167,7 @@ def execute(manifest: Manifest, specs: list[RunSpec], opts: Options, log=print) 
     tracker = Tracker(opts.tracking_uri or opts.paths.tracking_uri,
                       None if opts.tracking_uri else opts.paths.artifact_root)
     tracker.experiment_id(paper)
-    dense_jobs, run_jobs = plan_jobs(manifest, specs)
+    dense_jobs, run_jobs = plan_jobs(manifest, specs, opts.paths.report_dir(paper, manifest.profile))
     out = Outcome(total=len(run_jobs))
     finished = tracker.finished_ids(paper)
     todo: list[_Job] = []
@@ -174,7 +223,7 @@ def _run_local(job: _Job, opts: Options, tracker: Tracker, paper: str, out: Outc
     """Run (or, when finished on disk, just replay into MLflow) one job in this process."""
     import torch
 
-    mid = tracker.open(paper, job.spec, job.tags, job.name)
+    mid = _open(tracker, job, paper)
     ctx = _context(opts, report=lambda row: tracker.log_row(mid, row))
     threads = torch.get_num_threads()
     torch.set_num_threads(_threads(job))
@@ -259,7 +308,7 @@ def _run_ray(dense_todo: list[_Job], todo: list[_Job], opts: Options, tracker: T
 
         def on_trial_start(self, iteration, trials, trial, **info):
             job = self.jobs[trial.config["job"]["id"]]
-            self.mlflow[trial.trial_id] = tracker.open(paper, job.spec, job.tags, job.name)
+            self.mlflow[trial.trial_id] = _open(tracker, job, paper)
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             if ROW_KEY in result:

@@ -9,18 +9,25 @@ Rows (see :mod:`harness.pruning.methods.base`) are logged with every numeric val
 a ``round`` or ``epoch`` row at MLflow step = its index (plus the index itself as the metric
 ``round``/``epoch``, the x-axis for the UI's charts), the ``final`` row as ``final/<metric>``.
 A diverged run is FAILED with the tags ``prunebench.diverged`` and ``prunebench.diverged_step``.
+
+For the MLflow UI: each paper's experiment is marked a model-training experiment; a run has a
+short name (method · model · dataset · seed) with its full path in the tag ``prunebench.path``, a
+parent run per (profile, paper experiment) so the UI groups the grid, its dataset as an MLflow
+dataset input (content digest, split sizes), and a description (``mlflow.note.content``). A
+report is logged as the artifacts of a run ``report · <profile>``, replaced when rebuilt.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import subprocess
 import time
 from pathlib import Path
 
-from mlflow.entities import Metric, Param
+from mlflow.entities import Dataset, DatasetInput, Metric, Param
 from mlflow.tracking import MlflowClient
 
 from harness import __version__
@@ -31,6 +38,11 @@ AXIS_TAG = "prunebench.axis"
 DIVERGED_TAG = "prunebench.diverged"
 DIVERGED_STEP_TAG = "prunebench.diverged_step"
 FINAL = "final/"
+PATH_TAG = "prunebench.path"
+GROUP_TAG = "prunebench.group"  # set on the parent runs that group a (profile, paper experiment)
+REPORT_TAG = "prunebench.report"  # set on the run holding a profile's report
+NOTE_TAG = "mlflow.note.content"  # the run's description in the UI
+KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 
 def _numeric(row: dict) -> dict[str, float]:
@@ -70,6 +82,7 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, str]:
 
 def run_tags(spec: RunSpec | DenseSpec, manifest: Manifest, model_key: str = "", dataset_key: str = "") -> dict[str, str]:
     common = {RUN_ID_TAG: spec.id, AXIS_TAG: "round" if isinstance(spec, DenseSpec) else spec.proc.axis,
+              PATH_TAG: run_name(spec, model_key, dataset_key),
               "paper": manifest.paper.key, "profile": manifest.profile,
               "manifest_hash": manifest.digest, "code_version": code_version(), "seed": str(spec.seed)}
     if isinstance(spec, DenseSpec):
@@ -80,6 +93,14 @@ def run_tags(spec: RunSpec | DenseSpec, manifest: Manifest, model_key: str = "",
             "model": spec.model_key, "arch": spec.model.arch, "width": str(spec.model.width),
             "dataset": spec.dataset_key, "target_sparsity": str(spec.target_sparsity),
             "dense_id": spec.dense.id if spec.dense else ""}
+
+
+def display_name(spec: RunSpec | DenseSpec, model_key: str = "", dataset_key: str = "") -> str:
+    """The short name the MLflow UI shows: method · model · dataset [· target] · seed."""
+    if isinstance(spec, DenseSpec):
+        return f"dense · {model_key} · {dataset_key} · s{spec.seed}"
+    target = f" · {100 * spec.target_sparsity:g}%" if spec.target_sparsity is not None else ""
+    return f"{spec.method} · {spec.model_key} · {spec.dataset_key}{target} · s{spec.seed}"
 
 
 def run_name(spec: RunSpec | DenseSpec, model_key: str = "", dataset_key: str = "") -> str:
@@ -96,13 +117,35 @@ class Tracker:
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.artifact_root = artifact_root
         self._logged_steps: dict[str, set[int]] = {}
+        self._parents: dict[tuple[str, str], str] = {}
 
     def experiment_id(self, paper: str) -> str:
+        """The paper's experiment (created on first use), marked a model-training experiment."""
         exp = self.client.get_experiment_by_name(paper)
-        if exp is not None:
-            return exp.experiment_id
-        location = (self.artifact_root / paper).as_uri() if self.artifact_root else None
-        return self.client.create_experiment(paper, artifact_location=location)
+        if exp is None:
+            location = (self.artifact_root / paper).as_uri() if self.artifact_root else None
+            eid = self.client.create_experiment(paper, artifact_location=location, tags={KIND_TAG: MODEL_TRAINING})
+            return eid
+        if exp.tags.get(KIND_TAG) != MODEL_TRAINING:
+            self.client.set_experiment_tag(exp.experiment_id, KIND_TAG, MODEL_TRAINING)
+        return exp.experiment_id
+
+    def _tagged_run(self, paper: str, tag: str, value: str, name: str, tags: dict[str, str]) -> str:
+        """The run carrying ``tag = value`` in the paper's experiment, created FINISHED if missing."""
+        eid = self.experiment_id(paper)
+        found = self.client.search_runs([eid], filter_string=f"tags.`{tag}` = '{value}'", max_results=1)
+        if found:
+            return found[0].info.run_id
+        run = self.client.create_run(eid, run_name=name, tags={tag: value, **tags})
+        self.client.set_terminated(run.info.run_id, "FINISHED")
+        return run.info.run_id
+
+    def parent(self, paper: str, group: str, name: str, description: str) -> str:
+        """The parent run of a (profile, paper experiment) group: the UI nests the grid under it."""
+        key = (paper, group)
+        if key not in self._parents:
+            self._parents[key] = self._tagged_run(paper, GROUP_TAG, group, name, {NOTE_TAG: description})
+        return self._parents[key]
 
     def find(self, paper: str, run_id: str):
         """The MLflow run of a prunebench run id, or None."""
@@ -123,14 +166,17 @@ class Tracker:
         return {r.data.tags.get(RUN_ID_TAG) for r in runs
                 if r.info.status == "FINISHED" or r.data.tags.get(DIVERGED_TAG) == "true"}
 
-    def open(self, paper: str, spec: RunSpec | DenseSpec, tags: dict[str, str], name: str) -> str:
-        """The MLflow run id for ``spec``: the existing one (resumed) or a new one."""
+    def open(self, paper: str, spec: RunSpec | DenseSpec, tags: dict[str, str], name: str,
+             parent: str | None = None) -> str:
+        """The MLflow run id for ``spec``: the existing one (resumed) or a new one (under ``parent``)."""
         existing = self.find(paper, spec.id)
         if existing is not None:
             mid = existing.info.run_id
             if existing.info.status != "RUNNING":
                 self.client.update_run(mid, status="RUNNING")
             return mid
+        if parent is not None:
+            tags = {**tags, "mlflow.parentRunId": parent}
         run = self.client.create_run(self.experiment_id(paper), run_name=name, tags=tags)
         params = [Param(k, v) for k, v in _flatten(dataclasses.asdict(spec)).items()]
         for i in range(0, len(params), 100):
@@ -163,6 +209,26 @@ class Tracker:
         for i in range(0, len(metrics), 1000):
             self.client.log_batch(mlflow_run_id, metrics=metrics[i:i + 1000])
         logged.add((axis, index))
+
+    def log_dataset(self, mlflow_run_id: str, name: str, record: dict) -> None:
+        """The run's data as an MLflow dataset input (the UI's Dataset column and dataset view)."""
+        source = {"dataset": record["source"], "train_subset": record.get("train_subset"),
+                  "test_subset": record.get("test_subset")}
+        profile = {k: record[k] for k in ("train", "validation", "test")}
+        dataset = Dataset(name=name, digest=record["digest"], source_type="prunebench",
+                          source=json.dumps(source, sort_keys=True), profile=json.dumps(profile, sort_keys=True))
+        self.client.log_inputs(mlflow_run_id, datasets=[DatasetInput(dataset=dataset)])
+
+    def describe(self, mlflow_run_id: str, text: str) -> None:
+        self.client.set_tag(mlflow_run_id, NOTE_TAG, text)
+
+    def log_report(self, paper: str, profile: str, files: list[Path], description: str) -> str:
+        """The report's files as artifacts of the run ``report · <profile>`` (replaced when rebuilt)."""
+        mid = self._tagged_run(paper, REPORT_TAG, profile, f"report · {profile}", {})
+        for f in files:
+            self.client.log_artifact(mid, str(f), artifact_path="report")
+        self.describe(mid, description)
+        return mid
 
     def mark_diverged(self, mlflow_run_id: str, step: int) -> None:
         self.client.set_tag(mlflow_run_id, DIVERGED_TAG, "true")

@@ -13,9 +13,11 @@ from harness.tracking import RUN_ID_TAG, Tracker, run_name
 from .conftest import shrink
 
 
-def _runs(tracker: Tracker):
+def _runs(tracker: Tracker, cells_only: bool = True):
+    """The grid's runs (dense and pruning), without the parent runs that group them."""
     exp = tracker.client.get_experiment_by_name("lamp")
-    return tracker.client.search_runs([exp.experiment_id], max_results=1000)
+    runs = tracker.client.search_runs([exp.experiment_id], max_results=1000)
+    return [r for r in runs if RUN_ID_TAG in r.data.tags] if cells_only else runs
 
 
 def test_local_executor_tracks_every_run_and_replays_lost_tracking(tmp_path, data_root, ci_manifest, monkeypatch):
@@ -32,9 +34,23 @@ def test_local_executor_tracks_every_run_and_replays_lost_tracking(tmp_path, dat
     assert lamp.data.params["training.optimizer.weight_decay"] == "0.01"
     assert lamp.data.params["params.amount_per_round"] == "0.2"
     assert lamp.data.tags["profile"] == "ci" and lamp.data.tags["dense_id"] == specs[0].dense.id
+    # what the MLflow UI shows: a model-training experiment, short names, parents, datasets, descriptions
+    assert tracker.client.get_experiment_by_name("lamp").tags["mlflow.experimentKind"] == "custom_model_development"
+    assert lamp.info.run_name == "lamp · vgg16_w8 · fashion_mnist_ci · s0"
+    assert lamp.data.tags["prunebench.path"] == "cifar10_main/vgg16_w8/fashion_mnist_ci/lamp/s0"
+    parents = {r.info.run_id: r for r in _runs(tracker, cells_only=False) if "prunebench.group" in r.data.tags}
+    assert {p.info.run_name for p in parents.values()} == {"cifar10_main · ci", "dense pre-trainings · ci"}
+    assert parents[lamp.data.tags["mlflow.parentRunId"]].info.run_name == "cifar10_main · ci"
+    (ds,) = lamp.inputs.dataset_inputs
+    assert ds.dataset.name == "fashion_mnist_ci" and len(ds.dataset.digest) == 16
+    assert '"train": 4096' in ds.dataset.profile and '"test": 1000' in ds.dataset.profile
+    note = lamp.data.tags["mlflow.note.content"]
+    assert "Layer-adaptive Sparsity" in note and "Method `lamp`" in note and "seed 0" in note
+    assert "test accuracy" in note and "reports/lamp/ci/README.md" in note
     before = tracker.rows(lamp.info.run_id)
     assert sorted(before) == ["final", "round"] and sorted(before["round"]) == [0, 1, 2]
-    assert abs(before["round"][2]["density"] - 0.64) < 1e-3 and before["final"][0] == before["round"][2]
+    assert abs(before["round"][2]["density"] - 0.64) < 1e-3 and before["final"][0].items() >= before["round"][2].items()
+    assert before["final"][0]["graph_D"] > 0  # the final mask's graph metrics
     assert lamp.data.tags["prunebench.axis"] == "round"
 
     # A new, empty MLflow store (lost, or a tracking server set up afterwards); the runs are
