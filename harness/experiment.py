@@ -114,6 +114,16 @@ def graph_metrics(model: nn.Module, masks: MaskSet, ev: EvalConfig, d: Path) -> 
     return graph.summary(rows, ev.graph)
 
 
+def dead_neuron_metrics(model: nn.Module, data: DeviceData, ev: EvalConfig, per_layer: bool = False) -> dict:
+    """The harness-defined dynamic dead-neuron rate (:func:`harness.metrics.dead_neuron_rate`) on the test split
+    (``ev.test_examples``, batches of ``ev.batch_size``): ``{"dead_neuron_rate": overall}``, plus
+    ``{"dnr_layers": {site: rate}}`` with ``per_layer``. Empty for a model without ``nn.ReLU`` modules."""
+    overall, layers = model_metrics.dead_neuron_rate(model, data.eval_batches("test", ev.batch_size, ev.test_examples))
+    if not layers:
+        return {}
+    return {"dead_neuron_rate": overall, **({"dnr_layers": layers} if per_layer else {})}
+
+
 def measure(model: nn.Module, masks: MaskSet, dense_macs: int) -> dict:
     """Densities (prunable set and all parameters), nonzero-MAC fraction, per-layer densities."""
     _, nonzero = model_metrics.macs(model, masks.masks)

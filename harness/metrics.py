@@ -78,3 +78,44 @@ def macs(
             # Exact: a layer's MACs are a whole multiple of its weight count, so this division has no remainder.
             nonzero += layer * int(torch.count_nonzero(mask)) // mask.numel()
     return dense, nonzero
+
+
+@torch.no_grad()
+def dead_neuron_rate(model: nn.Module, batches) -> tuple[float, dict[str, float]]:
+    """Dynamic dead-neuron rate, **harness-defined** (ap.md 6: the AP code computes none): the fraction of ReLU outputs
+    that are exactly zero over every image of ``batches``, in eval mode, per ReLU site and overall.
+
+    Every ``nn.ReLU`` module is a site (forward hooks; the models used for it call each site through its own module:
+    no functional ``F.relu`` and no module reused twice). Overall = zero outputs / all outputs summed over the sites
+    (so every activation counts once, wider layers weigh more). Returns ``(overall, {module name: rate})``;
+    ``(nan, {})`` when the model has no ``nn.ReLU`` module or ``batches`` is empty.
+    """
+    zeros: dict[str, torch.Tensor] = {}
+    totals: dict[str, int] = {}
+    handles = []
+
+    def hook(name: str) -> Callable[..., None]:
+        def fn(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            z = (output == 0).sum()
+            zeros[name] = z if name not in zeros else zeros[name] + z
+            totals[name] = totals.get(name, 0) + output.numel()
+
+        return fn
+
+    for name, m in model.named_modules():
+        if isinstance(m, nn.ReLU):
+            handles.append(m.register_forward_hook(hook(name)))
+    was_training = model.training
+    try:
+        model.eval()
+        for x, _ in batches:
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    if not totals:
+        return float("nan"), {}
+    per_layer = {n: int(zeros[n]) / totals[n] for n in totals}
+    overall = sum(int(zeros[n]) for n in totals) / sum(totals.values())
+    return overall, per_layer

@@ -96,8 +96,29 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: LRScheduleConfig, steps_per_
     """Stepped once per optimizer step; milestones are durations converted to steps."""
     if cfg.name == "constant":
         return None
+    if cfg.name == "warmup_fixed":
+        base = opt.param_groups[0]["lr"]
+        if base <= 0:
+            raise ValueError("warmup_fixed needs a positive optimizer lr (the base its absolute LRs are divided by)")
+        fn = warmup_fixed_lr(cfg, steps_per_epoch)
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda i: fn(i) / base)
     milestones = [duration_steps(m, steps_per_epoch) for m in cfg.milestones]
     return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=cfg.gamma)
+
+
+def warmup_fixed_lr(cfg: LRScheduleConfig, steps_per_epoch: int):
+    """The absolute LR of 0-based optimizer step ``i`` under a ``warmup_fixed`` schedule (ap.md 3)."""
+    fixed = sorted((int(e), float(lr)) for e, lr in cfg.fixed)
+
+    def lr(i: int) -> float:
+        epoch = i // steps_per_epoch
+        out = cfg.warmup_per_iter * min(i, cfg.warmup_iters)
+        for e, value in fixed:
+            if epoch >= e:
+                out = value
+        return out
+
+    return lr
 
 
 def stage_seed(seed: int, stage: str) -> int:

@@ -64,9 +64,17 @@ class OptimizerConfig:
 
 @dataclass(frozen=True)
 class LRScheduleConfig:
-    name: Literal["constant", "multistep"]
+    """``constant``; ``multistep`` (milestones, gamma); ``warmup_fixed`` (AP, ap.md 3): per iteration
+    of each training, ``lr = warmup_per_iter * min(i, warmup_iters)`` (i = 0-based step, so step 0
+    runs at 0), overridden from 0-based epoch ``e`` on by the absolute ``lr`` of the latest
+    ``fixed`` entry ``[e, lr]`` with ``e <= epoch``."""
+
+    name: Literal["constant", "multistep", "warmup_fixed"]
     milestones: tuple[str, ...] = ()  # durations, e.g. ["150ep", "225ep"]
     gamma: float = 0.1
+    warmup_per_iter: float = 0.0  # warmup_fixed: LR added per iteration
+    warmup_iters: int = 0  # warmup_fixed: iterations of warm-up (the LR then holds)
+    fixed: tuple[tuple[int, float], ...] = ()  # warmup_fixed: [0-based epoch, absolute LR] overrides
 
 
 @dataclass(frozen=True)

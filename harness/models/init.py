@@ -41,4 +41,23 @@ def iclr23(model: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-INITS = {"kaiming_fan_out": kaiming_fan_out, "iclr23": iclr23}
+def ap_xavier(model: nn.Module) -> None:
+    """AP's training-script re-init (ap.md 4.1; ``resnet_20.py`` ``weight_init``), which overwrites the constructor's:
+    Conv2d weight ``xavier_normal_`` (bias 0 if any); BatchNorm weight (gamma) N(1, 0.02) (0.02 the standard
+    deviation), bias (beta) 0; Linear weight ``xavier_normal_``, bias N(0, 1). Over ``model.modules()`` in
+    registration order, from the global torch RNG (seed it before calling)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.xavier_normal_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.xavier_normal_(m.weight)
+            if m.bias is not None:
+                nn.init.normal_(m.bias, 0.0, 1.0)
+
+
+INITS = {"kaiming_fan_out": kaiming_fan_out, "iclr23": iclr23, "ap_xavier": ap_xavier}

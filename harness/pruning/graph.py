@@ -7,10 +7,11 @@ A layer's mask is the biadjacency matrix ``B`` of a bipartite graph (:func:`laye
 Spectra (pags.md section 2). The adjacency ``[[0, B^T], [B, 0]]`` has the eigenvalues ``{+-sigma_i(B)}`` plus
 zeros, so its "second-largest non-trivial eigenvalue" is ``sigma_2(B)``. Only the top-2 singular values of ``B``
 and ``Bw`` are computed, never an eigendecomposition of the ``(m + n)^2`` adjacency (defect 2). The default
-route (``method="gram"``) forms the Gram matrix on the smaller side, ``B B^T`` or ``B^T B``, in float64. For the
-binary ``B`` the product runs in float32 chunks: all partial sums are integers below ``2^24``, so they are exact. Then
-``eigvalsh`` gives the squared singular values. ``method="svd"`` calls ``torch.linalg.svdvals`` in float64. Both
-give the same numbers (tests/test_graph.py), and the Gram route is the cheaper one.
+route (``method="gram"``, :func:`top2_singular_values`) takes the float64 ``eigvalsh`` of the Gram matrix on the
+smaller side (``B B^T`` or ``B^T B``, accumulated in float64). For the binary ``B`` the product runs in float32
+chunks, which is exact: every partial sum is an integer below ``2^24``. A (near) rank-1 matrix falls back to
+``svdvals``, and a dense ``B`` has ``sigma = (sqrt(m n), 0)`` exactly. ``method="svd"`` calls
+``torch.linalg.svdvals`` in float64. Both give the same numbers (tests/test_graph.py); the Gram route is cheaper.
 
 Per-layer definitions (section 3.3). The degree names follow the ICLR'23 code (section 3.1):
 
@@ -125,7 +126,8 @@ class GraphParams:
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown ramanujan gap variant '{self.variant}' (expected one of: {', '.join(VARIANTS)})")
         if self.reference not in REFERENCES:
-            raise ValueError(f"unknown distance reference '{self.reference}' (expected one of: {', '.join(REFERENCES)})")
+            raise ValueError(f"unknown distance reference '{self.reference}' "
+                             f"(expected one of: {', '.join(REFERENCES)})")
         if isinstance(self.min_edges, bool) or not isinstance(self.min_edges, int) or self.min_edges < 0:
             raise ValueError(f"min_edges must be a non-negative int, got {self.min_edges!r}")
         if isinstance(self.min_density, bool) or not isinstance(self.min_density, (int, float)) \
@@ -143,11 +145,12 @@ class GraphParams:
         """Build from a manifest mapping. The pags.md names (``ramanujan_gap_variant``, ``distance_reference``,
         ``include_nested_regular_term``) are accepted as aliases. Unknown keys are an error."""
         fields = {f.name for f in dataclasses.fields(cls)}
+        known = ", ".join(sorted(fields | set(_SHEET_ALIASES)))
         out: dict[str, Any] = {}
         for k, v in d.items():
             key = _SHEET_ALIASES.get(k, k)
             if key not in fields:
-                raise ValueError(f"unknown graph parameter '{k}' (expected: {', '.join(sorted(fields | set(_SHEET_ALIASES)))})")
+                raise ValueError(f"unknown graph parameter '{k}' (expected: {known})")
             if key in out:
                 raise ValueError(f"graph parameter '{key}' given twice")
             out[key] = v

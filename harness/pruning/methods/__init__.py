@@ -7,6 +7,7 @@ own ``methods:`` key (a registered method plus parameters).
 
 from __future__ import annotations
 
+from harness.pruning.methods.ap import Cycles
 from harness.pruning.methods.at_init import AtInit
 from harness.pruning.methods.base import Method, Procedure
 from harness.pruning.methods.dense import Dense
@@ -14,7 +15,8 @@ from harness.pruning.methods.dynamic import Dynamic
 from harness.pruning.methods.gradual import Gradual
 from harness.pruning.methods.iterative import Iterative, OneShot
 
-PROCEDURES: dict[str, Procedure] = {p.name: p for p in (Iterative(), OneShot(), Gradual(), AtInit(), Dense(), Dynamic())}
+PROCEDURES: dict[str, Procedure] = {p.name: p for p in (Iterative(), OneShot(), Gradual(), AtInit(), Dense(), Dynamic(),
+                                                        Cycles())}
 
 METHODS: dict[str, Method] = {
     # LAMP paper (Lee et al. 2021): five layerwise-sparsity rules under iterative pruning.
@@ -49,6 +51,10 @@ METHODS: dict[str, Method] = {
     "sparse_momentum": Method("dynamic", "magnitude", "global", "Sparse Momentum: per-layer magnitude pruning, "
                               "momentum-guided regrowth (Dettmers & Zettlemoyer 2019)", params={"regrow": "momentum"}),
     "dense": Method("dense", "magnitude", "global", "no pruning (dense baseline)"),
+    # AP paper (Liu et al. 2023): the released code's cycles; AP is the procedure's ap_rate modifier (ap.md 2.2).
+    "cycles_global": Method("cycles", "magnitude", "global",
+                            "AP-style cycles, global magnitude base step (IMP/LTH with mode lt); AP when ap_rate > 0"),
+    "cycles_lamp": Method("cycles", "lamp", "global", "AP-style cycles, LAMP base step; AP when ap_rate > 0"),
 }
 
 __all__ = ["METHODS", "PROCEDURES", "Method", "Procedure"]

@@ -80,7 +80,8 @@ class Iterative(Procedure):
                 f"{100 * (1 - p.amount_per_round) ** p.rounds:.3g}% remaining{rewind}")
 
     def run(self, spec: RunSpec, ctx, d: Path) -> list[dict]:
-        from harness.experiment import evaluate_model, get_data, graph_metrics, measure, run_dense, save_rows
+        from harness.experiment import (dead_neuron_metrics, evaluate_model, get_data, graph_metrics, measure,
+                                        run_dense, save_rows)
 
         device = ctx.torch_device
         p, t = self.schedule(spec), spec.training
@@ -140,7 +141,8 @@ class Iterative(Procedure):
             if k < p.rounds:
                 ctx.checkpointed("round", k)
         atomic_save(masks.state_dict(), d / "masks_final.pt")
-        rows.append(final_row(rows[-1], **graph_metrics(model, masks, spec.eval, d)))
+        rows.append(final_row(rows[-1], **graph_metrics(model, masks, spec.eval, d),
+                              **dead_neuron_metrics(model, data, spec.eval)))
         save_rows(rows_path, rows)
         ctx.report(rows[-1])
         return rows

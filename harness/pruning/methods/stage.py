@@ -95,7 +95,7 @@ def eval_epochs(spec: RunSpec, spe: int, total_steps: int) -> set[int]:
 def run_stage(spec: RunSpec, ctx, d: Path, model: nn.Module, masks: MaskSet, hook: StageHook,
               stage: str = "train") -> list[dict]:
     """Train ``model`` for ``training.pretrain`` with ``hook``; resumable; returns every row."""
-    from harness.experiment import evaluate_model, get_data, graph_metrics, measure, save_rows
+    from harness.experiment import dead_neuron_metrics, evaluate_model, get_data, graph_metrics, measure, save_rows
 
     t = spec.training
     device = ctx.torch_device
@@ -149,7 +149,8 @@ def run_stage(spec: RunSpec, ctx, d: Path, model: nn.Module, masks: MaskSet, hoo
     if not rows or rows[-1]["index"] != last_epoch:  # the budget ended mid-epoch
         evaluate_row(last_epoch, steps)
     atomic_save(masks.state_dict(), d / "masks_final.pt")
-    rows.append(final_row(rows[-1], **best_of(rows), **graph_metrics(model, masks, spec.eval, d)))
+    rows.append(final_row(rows[-1], **best_of(rows), **graph_metrics(model, masks, spec.eval, d),
+                          **dead_neuron_metrics(model, data, spec.eval)))
     save_rows(rows_path, rows)
     ctx.report(rows[-1])
     return rows
