@@ -260,4 +260,5 @@ def read_rows(paths: Paths, spec: RunSpec) -> list[dict]:
 
 def artifacts(paths: Paths, spec: RunSpec) -> list[Path]:
     d = paths.run_dir(spec.paper, spec.id)
-    return [d / n for n in ("spec.json", "rows.jsonl", "layer_density.csv", "graph.csv", "masks_final.pt", "DIVERGED")]
+    names = ("spec.json", "rows.jsonl", "layer_density.csv", "graph.csv", "masks_final.pt", "ap_epochs.csv", "DIVERGED")
+    return [d / n for n in names]  # the tracker uploads those that exist

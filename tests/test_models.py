@@ -79,7 +79,11 @@ PAGS_EXPECTED = {
 TORCHVISION_REFERENCE = {"resnet34_tv_imagenet_stem": "resnet34", "vgg16_bn_tv_4096fc": "vgg16_bn"}
 # Activation sites of every model whose ReLUs are all their own nn.ReLU module (the LAMP models use F.relu / shared
 # in-place modules as their reference code does and are not listed).
-RELU_SITES = {arch: v[4] for arch, v in DPF_EXPECTED.items()} | {arch: v[7] for arch, v in PAGS_EXPECTED.items()}
+# ReLU sites per forward pass (EfficientNet-B0 uses swish: no ReLU site, no dead-neuron rate).
+LAMP_RELU_SITES = {"vgg16_bn_fc1_lamp": 13, "resnet18_cifar_kuangliu": 17,
+                   "densenet_bc_121_g12": 2 * (6 + 12 + 24 + 16) + 3 + 1}
+RELU_SITES = ({arch: v[4] for arch, v in DPF_EXPECTED.items()} | {arch: v[7] for arch, v in PAGS_EXPECTED.items()}
+              | LAMP_RELU_SITES)
 
 
 def prunable(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -245,9 +249,18 @@ def test_every_relu_site_is_its_own_module(arch_model: tuple[str, nn.Module]) ->
 
 
 def test_relu_site_counter_sees_functional_relu() -> None:
-    """The counter of the test above catches functional calls (the LAMP ResNet-18 uses F.relu)."""
-    calls, fired, _ = _relu_sites(build_model("resnet18_cifar_kuangliu", width=0.125), torch.zeros(1, 3, 32, 32))
-    assert (calls, len(fired)) == (17, 0)
+    """The counter of the test above catches functional calls, which module hooks would miss."""
+
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3 * 32 * 32, 4)
+
+        def forward(self, x):
+            return nn.functional.relu(self.fc(x.flatten(1)))
+
+    calls, fired, _ = _relu_sites(Functional(), torch.zeros(1, 3, 32, 32))
+    assert (calls, len(fired)) == (1, 0)
 
 
 @pytest.mark.parametrize("arch", sorted(DPF_EXPECTED))

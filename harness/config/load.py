@@ -185,6 +185,15 @@ def check_training(t: TrainingConfig, err) -> None:
         check_duration(ms, f"training.lr_schedule.milestones[{j}]", err)
     if t.batch_size < 1:
         err("training.batch_size", f"expected a positive integer, got {t.batch_size}")
+    ls = t.lr_schedule
+    if ls.name == "warmup_fixed":
+        if ls.warmup_per_iter < 0 or ls.warmup_iters < 0:
+            err("training.lr_schedule", "expected warmup_per_iter >= 0 and warmup_iters >= 0")
+        for j, (epoch, lr) in enumerate(ls.fixed):
+            if epoch < 0 or lr < 0:
+                err(f"training.lr_schedule.fixed[{j}]", f"expected [epoch >= 0, lr >= 0], got [{epoch}, {lr}]")
+    elif ls.warmup_per_iter or ls.warmup_iters or ls.fixed:
+        err("training.lr_schedule", f"warmup_per_iter, warmup_iters and fixed belong to name: warmup_fixed, not {ls.name}")
     if t.optimizer.lr <= 0:
         err("training.optimizer.lr", f"expected a positive learning rate, got {t.optimizer.lr}")
     if t.optimizer.weight_decay < 0:

@@ -22,13 +22,15 @@ class Bottleneck(nn.Module):
     def __init__(self, in_c: int, growth: int) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_c)
+        self.relu1 = nn.ReLU()  # every ReLU site its own module: hooks see them all (dead-neuron rate)
         self.conv1 = nn.Conv2d(in_c, 4 * growth, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(4 * growth)
+        self.relu2 = nn.ReLU()
         self.conv2 = nn.Conv2d(4 * growth, growth, 3, padding=1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv1(F.relu(self.bn1(x)))
-        out = self.conv2(F.relu(self.bn2(out)))
+        out = self.conv1(self.relu1(self.bn1(x)))
+        out = self.conv2(self.relu2(self.bn2(out)))
         return torch.cat([out, x], 1)
 
 
@@ -38,10 +40,11 @@ class Transition(nn.Module):
     def __init__(self, in_c: int, out_c: int) -> None:
         super().__init__()
         self.bn = nn.BatchNorm2d(in_c)
+        self.relu = nn.ReLU()
         self.conv = nn.Conv2d(in_c, out_c, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool2d(self.conv(F.relu(self.bn(x))), 2)
+        return F.avg_pool2d(self.conv(self.relu(self.bn(x))), 2)
 
 
 class DenseNet(nn.Module):
@@ -67,6 +70,7 @@ class DenseNet(nn.Module):
                 self.add_module(f"trans{i}", Transition(c, out_c))
                 c = out_c
         self.bn = nn.BatchNorm2d(c)
+        self.relu = nn.ReLU()
         self.linear = nn.Linear(c, num_classes)
         self._stages = len(nblocks)
 
@@ -76,7 +80,7 @@ class DenseNet(nn.Module):
             out = getattr(self, f"dense{i}")(out)
             if i < self._stages:
                 out = getattr(self, f"trans{i}")(out)
-        out = F.avg_pool2d(F.relu(self.bn(out)), 4)
+        out = F.avg_pool2d(self.relu(self.bn(out)), 4)
         return self.linear(torch.flatten(out, 1))
 
 

@@ -20,16 +20,18 @@ class BasicBlock(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(in_c, out_c, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(out_c)
+        self.relu1 = nn.ReLU()  # every ReLU site its own module: hooks see them all (dead-neuron rate)
         self.conv2 = nn.Conv2d(out_c, out_c, 3, stride=1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_c)
         self.shortcut = nn.Sequential()
         if project:
             self.shortcut = nn.Sequential(nn.Conv2d(in_c, out_c, 1, stride=stride, bias=False), nn.BatchNorm2d(out_c))
+        self.relu2 = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.relu1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+        return self.relu2(out + self.shortcut(x))
 
 
 class ResNetCifar(nn.Module):
@@ -41,6 +43,7 @@ class ResNetCifar(nn.Module):
         in_c = scaled_width(base_in, width)
         self.conv1 = nn.Conv2d(3, in_c, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(in_c)
+        self.relu = nn.ReLU()
         stages: list[nn.Sequential] = []
         for i, n in enumerate(num_blocks):
             base_out = 64 * 2**i
@@ -56,7 +59,7 @@ class ResNetCifar(nn.Module):
         self.linear = nn.Linear(in_c, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn1(self.conv1(x)))
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         out = F.avg_pool2d(out, 4)
         return self.linear(torch.flatten(out, 1))

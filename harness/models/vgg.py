@@ -30,7 +30,7 @@ class VGG(nn.Module):
             else:
                 out_c = scaled_width(int(v), width)
                 conv = nn.Conv2d(in_c, out_c, 3, padding=1, bias=True)
-                layers += [conv, nn.BatchNorm2d(out_c), nn.ReLU(inplace=True)]
+                layers += [conv, nn.BatchNorm2d(out_c), nn.ReLU()]  # its own module per site (dead-neuron hooks)
                 in_c = out_c
         layers.append(nn.AvgPool2d(kernel_size=1, stride=1))  # no-op, kept as in the released code
         self.features = nn.Sequential(*layers)
