@@ -2,13 +2,15 @@
 
 For each model, one random mask at the given density (independent Bernoulli per entry, the Rand/ERK-like
 per-layer density) is drawn on torchvision's ResNet-34 and VGG-16-BN (the PAGS models, 10 classes). The
-benchmark then times ``harness.pruning.graph.distance`` (valid layers only, what a sampler calls per
-candidate) with each top-2 route: ``gram`` (float64 eigvalsh of the smaller Gram matrix) and ``svd`` (float64
-``torch.linalg.svdvals`` on B and Bw). It also gives the per-layer time of the largest layers, and the time of
-the dense reference coordinates (``reference="init"``, computed once per run).
+benchmark then times the per-layer work of ``harness.pruning.graph.distance`` with each top-2 route: the
+spectra of the valid layers only, which is what a sampler pays per candidate. ``--end-to-end`` also times one
+``distance()`` call. The routes are ``gram`` (float64 eigvalsh of the smaller Gram matrix) and ``svd`` (float64
+``torch.linalg.svdvals`` on B and Bw). The output also has the time of each of the largest layers, and the time
+of the dense reference coordinates (``reference="init"``, computed once per run).
 
     python benchmarks/bench_graph.py [--models vgg16_bn_tv_4096fc resnet34_tv_imagenet_stem] [--density 0.1]
-                                     [--methods gram svd] [--device cpu|cuda] [--repeat 1] [--json out.json]
+                                     [--methods gram svd] [--device cpu|cuda] [--repeat 1] [--end-to-end]
+                                     [--no-reference] [--json out.json]
 
 Never part of ``make test``.
 """
@@ -50,7 +52,8 @@ def _timed(fn, device: torch.device, repeat: int) -> tuple[float, object]:
     return best, out
 
 
-def bench(arch: str, density: float, methods: list[str], device: torch.device, repeat: int, top: int) -> dict:
+def bench(arch: str, density: float, methods: list[str], device: torch.device, repeat: int, top: int,
+          end_to_end: bool, reference: bool) -> dict:
     torch.manual_seed(0)
     model = build_model(arch, num_classes=10).to(device)
     weights = {n: p.detach() for n, p in prunable_parameters(model, "conv_and_linear_weights").items()}
@@ -60,20 +63,32 @@ def bench(arch: str, density: float, methods: list[str], device: torch.device, r
     out: dict = {"arch": arch, "density": density, "layers": len(weights),
                  "weights": sum(w.numel() for w in weights.values()), "methods": {}}
     for method in methods:
-        t, D = _timed(lambda: graph.distance(weights, masks, method=method), device, repeat)
-        per_layer = {}
+        # one pass, layer by layer: the same calls as distance() (spectra of valid layers only), each timed
+        per_layer, metrics = {}, []
+        for n, w in weights.items():
+            tl, lm = _timed(lambda: graph.layer_metrics(w, masks[n], name=n, method=method, compute_invalid=False),
+                            device, repeat)
+            per_layer[n] = {"shape": list(w.shape), "valid": lm.valid, "seconds": tl, "sigma2": lm.sigma2,
+                            "omega2": lm.omega2}
+            metrics.append(lm)
+        total = sum(r["seconds"] for r in per_layer.values())
+        D = graph.distance(metrics)
+        res = {"sum_of_layers_seconds": total, "D": D,
+               "largest_layers": {n: per_layer[n] for n in largest}, "layers": per_layer}
+        print(f"{arch} d={density} {method}: {total:.3f} s over {len(per_layer)} layers, D = {D:.9f}", flush=True)
         for n in largest:
-            tl, lm = _timed(lambda: graph.layer_metrics(weights[n], masks[n], name=n, method=method,
-                                                        compute_invalid=False), device, repeat)
-            per_layer[n] = {"shape": list(weights[n].shape), "seconds": tl, "sigma2": lm.sigma2, "omega2": lm.omega2}
-        out["methods"][method] = {"distance_seconds": t, "D": D, "largest_layers": per_layer}
-        print(f"{arch} d={density} {method}: distance {t:.3f} s, D = {D:.6f}", flush=True)
-        for n, r in per_layer.items():
+            r = per_layer[n]
             print(f"    {n} {r['shape']}: {r['seconds']:.3f} s  sigma2={r['sigma2']:.9f} omega2={r['omega2']:.9f}",
                   flush=True)
-    t, _ = _timed(lambda: graph.reference_coordinates(weights, names=list(masks)), device, 1)
-    out["dense_reference_seconds"] = t
-    print(f"{arch}: dense reference coordinates (gram) {t:.3f} s", flush=True)
+        if end_to_end:
+            t, D2 = _timed(lambda: graph.distance(weights, masks, method=method), device, repeat)
+            res["distance_seconds"] = t
+            print(f"    distance() end to end: {t:.3f} s (D = {D2:.9f})", flush=True)
+        out["methods"][method] = res
+    if reference:
+        t, _ = _timed(lambda: graph.reference_coordinates(weights, names=list(masks)), device, 1)
+        out["dense_reference_seconds"] = t
+        print(f"{arch}: dense reference coordinates (gram, once per run) {t:.3f} s", flush=True)
     return out
 
 
@@ -84,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", nargs="+", default=["gram", "svd"], choices=list(graph.METHODS))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--repeat", type=int, default=1)
-    ap.add_argument("--top", type=int, default=3, help="time this many largest layers one by one")
+    ap.add_argument("--top", type=int, default=3, help="print this many largest layers")
+    ap.add_argument("--end-to-end", action="store_true", help="also time one distance() call per method")
+    ap.add_argument("--no-reference", action="store_true", help="skip the dense reference coordinates")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     device = torch.device(args.device)
@@ -92,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             "cpu": platform.processor() or platform.machine(),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
     print(json.dumps(info), flush=True)
-    results = [bench(a, args.density, args.methods, device, args.repeat, args.top) for a in args.models]
+    results = [bench(a, args.density, args.methods, device, args.repeat, args.top, args.end_to_end,
+                     not args.no_reference) for a in args.models]
     if args.json:
         args.json.write_text(json.dumps({"info": info, "results": results}, indent=2))
     return 0

@@ -106,8 +106,8 @@ def test_binary_gram_in_float32_chunks_is_exact():
 
 
 def test_gram_route_is_exact_for_rank_one_matrices():
-    u = (torch.rand(300, generator=_gen(12)) < 0.5).float()
-    v = (torch.rand(900, generator=_gen(13)) < 0.5).float()
+    u = (torch.rand(100, generator=_gen(12)) < 0.5).float()
+    v = (torch.rand(300, generator=_gen(13)) < 0.5).float()
     M = torch.outer(u, v)  # rank 1: sigma = (sqrt(|u| |v|), 0); sqrt of eigvalsh round-off alone would be ~1e-6
     expected = math.sqrt(float(u.sum() * v.sum()))
     for mat, binary in ((M, True), (M * 0.25, False)):
@@ -219,26 +219,28 @@ def test_validity_density_boundary():
 
 
 def _imdb_layer() -> torch.Tensor:
-    """8 right x 17 left. Left-degree groups: 3 (4 nodes, J - I on rows 0-3), 5 (5 nodes, rows 0-4),
-    4 (2 nodes: fewer than 3, skipped), 1 (3 nodes), 0 (3 nodes, skipped)."""
-    B = torch.zeros(8, 17)
-    B[:4, :4] = 1.0 - torch.eye(4)
-    B[:5, 4:9] = 1.0
-    B[4:8, 9:11] = 1.0
-    B[5, 11:14] = 1.0
+    """8 right x 16 left nodes. Left-degree groups (degree: count): 3: 3 (K_{3,3} on rows 0-2), 4: 5 (J - I on
+    rows 0-4), 5: 2 (rows 3-7; fewer than 3 nodes, skipped), 1: 3 (row 5), 0: 3 (skipped)."""
+    B = torch.zeros(8, 16)
+    B[:3, :3] = 1.0
+    B[:5, 3:8] = 1.0 - torch.eye(5)
+    B[3:8, 8:10] = 1.0
+    B[5, 10:13] = 1.0
     return B
 
 
 def test_nested_regular_term_by_hand():
     B = _imdb_layer()
-    assert sorted(B.sum(0).tolist()) == [0] * 3 + [1] * 3 + [3] * 4 + [4] * 2 + [5] * 5
+    assert sorted(B.sum(0).tolist()) == [0] * 3 + [1] * 3 + [3] * 3 + [4] * 5 + [5] * 2
     imdb = g.nested_regular_gaps(B)
-    # degree 3: J - I on 4 + 4 nodes: sigma = 3, 1; d_L = d_R = 3; d_bar over all 8 right nodes = 24/12 = 2
-    # degree 5: K_{5,5}: sigma = 5, 0; d_L = d_R = 5; d_bar = 50/13
+    # degree 3 (3 nodes, the minimum count): K_{3,3}: sigma = 3, 0; d_L = 3, d_R = 3 over the 3 connected right
+    #   nodes (not 9/8 over all 8); d_bar over all 8 right nodes = 18/11
+    # degree 4: J - I on 5 + 5 nodes: sigma = 4, 1; d_L = d_R = 4; d_bar = 40/13
+    # degree 5, 2 nodes: skipped (its pags_snip_fixed gap would be 2 sqrt(20/10 - 1) - 0 = 2)
     # degree 1: d_L = 1 < 3 -> no iclr23 score; d_bar = 6/11 < 1 -> no pags_snip_fixed score
-    rm = [2 * math.sqrt(2) - 1, 2 * 2 - 0]
-    sm = [2 * math.sqrt(3 - 1) - 1, 2 * math.sqrt(5 - 1) - 0]
-    pags = [2 * math.sqrt(2 - 1) - 1, 2 * math.sqrt(50 / 13 - 1) - 0]
+    rm = [2 * math.sqrt(2) - 0, 2 * math.sqrt(3) - 1]
+    sm = [2 * math.sqrt(3 - 1) - 0, 2 * math.sqrt(4 - 1) - 1]
+    pags = [2 * math.sqrt(18 / 11 - 1) - 0, 2 * math.sqrt(40 / 13 - 1) - 1]
     assert imdb["iclr23_rm"] == pytest.approx(sum(rm) / 2, abs=1e-6)
     assert imdb["iclr23_sm"] == pytest.approx(sum(sm) / 2, abs=1e-6)
     assert imdb["pags_snip_fixed"] == pytest.approx(sum(pags) / 2, abs=1e-6)
@@ -247,6 +249,11 @@ def test_nested_regular_term_by_hand():
     assert len(lm.coordinate("iclr23_rm", nested=True)) == 3
     with pytest.raises(ValueError, match="nested"):
         _metrics(B, min_edges=0, min_density=0.0).coordinate("iclr23_rm", nested=True)
+    # every subgraph below the iclr23 degree rule: no term (NaN), and the layer then drops out of D
+    ring = _circulant(6, 2)
+    lm2 = _metrics(ring, min_edges=0, min_density=0.0, nested=True)
+    assert math.isnan(lm2.imdb("iclr23_rm")) and not math.isnan(lm2.imdb("pags_snip_fixed"))
+    assert g.distance([lm2], variant="iclr23_sm", min_edges=0, min_density=0.0, nested=True) == 0.0
 
 
 def test_nested_term_enters_distance_as_third_coordinate():
@@ -307,7 +314,7 @@ def test_distance_two_layers_equals_hand_sum():
 
 def test_distance_skips_nan_layers():
     weights, masks = _two_layer_example()
-    # layer a only: a 1001-edge layer with d_R = 1001 / 1 right node... use a star: 1 output, 1100 inputs
+    # a valid star (1 output, 1100 inputs): d_L = 1 < 3, so no iclr23 score, and D over layers a, b is unchanged
     weights["s"] = torch.ones(1, 1100)
     masks["s"] = torch.ones(1, 1100, dtype=torch.bool)
     s = g.layer_metrics(weights["s"], masks["s"])
