@@ -17,21 +17,28 @@ def scaled_width(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
 
 
+def vgg_features(cfg: list[int | str], width: float) -> tuple[list[nn.Module], int]:
+    """The VGG feature stack shared by every VGG here: per config entry Conv 3x3 (bias) + BN + ReLU
+    (each ReLU its own module, for the dead-neuron hooks), ``"M"`` a 2x2 max-pool; returns the
+    modules and the last width."""
+    layers: list[nn.Module] = []
+    in_c = 3
+    for v in cfg:
+        if v == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        else:
+            out_c = scaled_width(int(v), width)
+            layers += [nn.Conv2d(in_c, out_c, 3, padding=1, bias=True), nn.BatchNorm2d(out_c), nn.ReLU()]
+            in_c = out_c
+    return layers, in_c
+
+
 class VGG(nn.Module):
     """LAMP's VGG-16 (``vgg16_bn_fc1_lamp``); every width, classifier input included, is scaled by ``width``."""
 
     def __init__(self, cfg: list[int | str] = VGG16_CFG, num_classes: int = 10, width: float = 1.0) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        in_c = 3
-        for v in cfg:
-            if v == "M":
-                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
-            else:
-                out_c = scaled_width(int(v), width)
-                conv = nn.Conv2d(in_c, out_c, 3, padding=1, bias=True)
-                layers += [conv, nn.BatchNorm2d(out_c), nn.ReLU()]  # its own module per site (dead-neuron hooks)
-                in_c = out_c
+        layers, in_c = vgg_features(cfg, width)
         layers.append(nn.AvgPool2d(kernel_size=1, stride=1))  # no-op, kept as in the released code
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(in_c, num_classes)

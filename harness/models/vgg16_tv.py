@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .vgg import VGG16_CFG, scaled_width
+from .vgg import vgg_features, VGG16_CFG, scaled_width
 
 
 def torchvision_vgg_init(model: nn.Module) -> None:
@@ -56,15 +56,7 @@ class VGGTV(nn.Module):
         dropout: float = 0.5,
     ) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        in_c = 3
-        for v in cfg:
-            if v == "M":
-                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
-            else:
-                out_c = scaled_width(int(v), width)
-                layers += [nn.Conv2d(in_c, out_c, kernel_size=3, padding=1), nn.BatchNorm2d(out_c), nn.ReLU()]
-                in_c = out_c
+        layers, in_c = vgg_features(cfg, width)
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
         h = scaled_width(hidden, width)

@@ -18,7 +18,7 @@ from torch import nn
 
 from .init import kaiming_fan_out
 
-from .vgg import VGG16_CFG, scaled_width
+from .vgg import vgg_features, VGG16_CFG, scaled_width
 
 
 class VGG16D(nn.Module):
@@ -26,15 +26,7 @@ class VGG16D(nn.Module):
 
     def __init__(self, num_classes: int = 10, width: float = 1.0) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        in_c = 3
-        for v in VGG16_CFG:
-            if v == "M":
-                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
-            else:
-                out_c = scaled_width(int(v), width)
-                layers += [nn.Conv2d(in_c, out_c, 3, padding=1, bias=True), nn.BatchNorm2d(out_c), nn.ReLU()]
-                in_c = out_c
+        layers, in_c = vgg_features(VGG16_CFG, width)
         self.features = nn.Sequential(*layers)
         hidden = scaled_width(512, width)
         self.classifier = nn.Sequential(
