@@ -51,7 +51,10 @@ def test_ci_profile_through_ray_mlflow_and_report(tmp_path, data_root, ci_manife
     # 3. MLflow: one run per grid cell and per dense model, no duplicates, all finished,
     #    one metric entry per round (the interrupted run's replayed rounds were not re-logged).
     exp = tracker.client.get_experiment_by_name("lamp")
-    runs = tracker.client.search_runs([exp.experiment_id], max_results=1000)
+    every = tracker.client.search_runs([exp.experiment_id], max_results=1000)
+    runs = [r for r in every if RUN_ID_TAG in r.data.tags]  # the grid; the rest are grouping runs
+    assert sorted(r.info.run_name for r in every if RUN_ID_TAG not in r.data.tags) == [
+        "cifar10_main · ci", "dense pre-trainings · ci"]  # the report run comes with `prunebench report`
     ids = Counter(r.data.tags[RUN_ID_TAG] for r in runs)
     assert len(runs) == 12 and max(ids.values()) == 1
     assert {r.info.status for r in runs} == {"FINISHED"}
@@ -88,4 +91,4 @@ def test_ci_profile_through_ray_mlflow_and_report(tmp_path, data_root, ci_manife
     # 6. Re-running the finished grid does nothing (no Ray start, no new MLflow runs).
     again = schedule.execute(m, specs, opts, log=lambda *_: None)
     assert (again.ran, again.skipped) == (0, 10)
-    assert len(tracker.client.search_runs([exp.experiment_id], max_results=1000)) == 12
+    assert len(tracker.client.search_runs([exp.experiment_id], max_results=1000)) == 14

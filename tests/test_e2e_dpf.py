@@ -9,7 +9,7 @@ import pytest
 from harness import report, schedule
 from harness.config import expand, load
 from harness.paths import Paths
-from harness.tracking import Tracker
+from harness.tracking import RUN_ID_TAG, Tracker
 
 from .conftest import ROOT
 
@@ -30,7 +30,7 @@ def test_dpf_ci_profile_end_to_end(tmp_path, data_root):
 
     tracker = Tracker(paths.tracking_uri)
     exp = tracker.client.get_experiment_by_name("dpf")
-    runs = tracker.client.search_runs([exp.experiment_id], max_results=1000)
+    runs = [r for r in tracker.client.search_runs([exp.experiment_id], max_results=1000) if RUN_ID_TAG in r.data.tags]
     assert len(runs) == 18 and {r.info.status for r in runs} == {"FINISHED"}
     by_method = {r.data.tags.get("method"): r for r in runs if r.data.tags["stage"] == "prune"}
     dpf = by_method["dpf"]

@@ -9,7 +9,7 @@ import pytest
 from harness import report, schedule
 from harness.config import expand, load
 from harness.paths import Paths
-from harness.tracking import Tracker
+from harness.tracking import RUN_ID_TAG, Tracker
 
 from .conftest import ROOT
 
@@ -26,7 +26,8 @@ def test_pags_ci_profile_end_to_end(tmp_path, data_root):
                            log=lambda *_: None)
     assert (out.failed, out.diverged, out.ran) == ([], [], 8)
     tracker = Tracker(paths.tracking_uri)
-    runs = tracker.client.search_runs([tracker.client.get_experiment_by_name("pags").experiment_id])
+    runs = [r for r in tracker.client.search_runs([tracker.client.get_experiment_by_name("pags").experiment_id])
+            if RUN_ID_TAG in r.data.tags]
     assert len(runs) == 8 and {r.info.status for r in runs} == {"FINISHED"}
     for r in runs:
         metrics = r.data.metrics

@@ -75,7 +75,7 @@ def test_grasp_is_w_times_hessian_gradient_product():
             ws.append(flat[i:i + s.numel()].view(s))
             i += s.numel()
         h = torch.tanh(x @ ws[0].T + model[1].bias)
-        return F.cross_entropy((h @ ws[1].T + model[3].bias) / 2.0, y[:4].new_tensor(y), reduction="none")[:4].mean() \
+        return F.cross_entropy((h @ ws[1].T + model[3].bias) / 2.0, y, reduction="none")[:4].mean() \
             + F.cross_entropy((h @ ws[1].T + model[3].bias) / 2.0, y, reduction="none")[4:].mean()
 
     g = torch.autograd.grad(loss(flat0.requires_grad_()), flat0)[0]
