@@ -53,6 +53,7 @@ ui: install
 bench: install
 	$(BIN)/python benchmarks/bench_train.py $(ARGS)
 	$(BIN)/python benchmarks/bench_dpf.py
+	$(BIN)/python benchmarks/bench_reference_loop.py
 
 clean:
 	rm -rf runs ray_results mlflow.db mlartifacts
