@@ -95,7 +95,7 @@ def test_dpf_feedback_trains_pruned_weights_and_some_come_back():
                          model.parameters())
     train(model, _data(), steps=48, optimizer=opt, scheduler=None, batch_size=16, drop_last=True, seed=3, hooks=hook)
     regrown = sum(int((b[n] & ~a[n]).sum()) for a, b in zip(history, history[1:]) for n in a)
-    assert regrown > 0 and hook.reactivated_total == regrown  # the feedback path, counted
+    assert regrown > 0 and hook.reactivation.total == regrown  # the feedback path, counted
     dense = {n: p.detach() for n, p in masks.params.items()}
     assert any(bool((dense[n][~m] != 0).any()) for n, m in masks)  # pruned coordinates kept their dense values
     total = sum(m.numel() for _, m in masks)
@@ -158,7 +158,7 @@ def test_dynamic_sparse_training_keeps_the_density_and_regrows(regrow):
     train(model, _data(), steps=32, optimizer=opt, scheduler=None, batch_size=16, drop_last=True, seed=5, hooks=hook)
     assert hook.updates == 8
     assert sum(int(m.sum()) for _, m in masks) == kept0  # density held exactly
-    assert hook.reactivated_total > 0
+    assert hook.reactivation.total > 0
     assert any(bool((m & ~before[n]).any()) for n, m in masks)
     assert all(bool((p[~masks.masks[n]] == 0).all()) for n, p in masks.params.items())
 

@@ -51,6 +51,12 @@ class AtInitParams:
     graph: graph.GraphParams = graph.GraphParams()  # PAGS: the distance's switches (pags.md 3.3)
 
 
+def _score_options(p: AtInitParams) -> dict:
+    """The switches of the scores that have them (GraSP, SynFlow)."""
+    return {"grasp_temperature": p.grasp_temperature, "grasp_temperature_on": p.grasp_temperature_on,
+            "synflow_output": p.synflow_output}
+
+
 class AtInit(SingleStage):
     name = "at_init"
     Params = AtInitParams
@@ -108,9 +114,7 @@ class AtInit(SingleStage):
             return (b for _, b in zip(range(p.batches), data.train_batches(gen, t.batch_size, t.drop_last)))
 
         inputs = masks.score_inputs(model, batches=batches, loss=F.cross_entropy, generator=gen,
-                                    options={"grasp_temperature": p.grasp_temperature,
-                                             "grasp_temperature_on": p.grasp_temperature_on,
-                                             "synflow_output": p.synflow_output})
+                                    options=_score_options(p))
         model.train(p.mode == "train")
         try:
             for r in range(1, p.rounds + 1):
@@ -134,8 +138,7 @@ class AtInit(SingleStage):
         batches = stream()
         weights = {n: w.detach().clone() for n, w in masks.params.items()}  # theta_0: the edge weights
         init_coords = graph.reference_coordinates(weights, p.graph) if p.graph.reference == "init" else None
-        options = {"grasp_temperature": p.grasp_temperature, "grasp_temperature_on": p.grasp_temperature_on,
-                   "synflow_output": p.synflow_output}
+        options = _score_options(p)
         ones = {n: torch.ones_like(m) for n, m in masks.masks.items()}
         distances: list[float] = []
         best = None

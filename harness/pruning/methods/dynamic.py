@@ -32,7 +32,7 @@ import torch
 from harness.config.expand import RunSpec
 from harness.pruning import scores
 from harness.pruning.masks import MaskSet
-from harness.pruning.methods.stage import SingleStage, StageHook, run_stage
+from harness.pruning.methods.stage import Reactivation, SingleStage, StageHook, run_stage
 from harness.train import stage_seed
 from harness.units import duration_steps, is_duration, steps_per_epoch
 
@@ -57,8 +57,7 @@ class ReallocationHook(StageHook):
         self.optimizer: torch.optim.Optimizer | None = None
         self.updates = 0
         self.threshold = p.threshold
-        self.reactivated_total = 0
-        self.reactivated_reported = 0  # the total at the previous row
+        self.reactivation = Reactivation()
 
     def attach(self, model, optimizer) -> None:
         self.optimizer = optimizer
@@ -110,7 +109,7 @@ class ReallocationHook(StageHook):
         regrown = self._regrow(new, names, pruned, weights)
         self.masks.set_masks_(new)
         self.updates += 1
-        self.reactivated_total += regrown
+        self.reactivation.add(regrown)
 
     def _regrow(self, new: dict, names: list[str], count: int, weights: list[float]) -> int:
         """Spread ``count`` regrowths over layers in proportion to ``weights`` (capped by the free
@@ -140,21 +139,16 @@ class ReallocationHook(StageHook):
         return regrown
 
     def state_dict(self) -> dict:
-        return {"updates": self.updates, "threshold": self.threshold, "reactivated_total": self.reactivated_total,
-                "reactivated_reported": self.reactivated_reported, "generator": self.gen.get_state()}
+        return {"updates": self.updates, "threshold": self.threshold, "generator": self.gen.get_state(),
+                **self.reactivation.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.updates, self.threshold = state["updates"], state["threshold"]
-        self.reactivated_total = state["reactivated_total"]
-        self.reactivated_reported = state["reactivated_reported"]
+        self.reactivation.load_state_dict(state)
         self.gen.set_state(state["generator"])
 
     def metrics(self) -> dict:
-        """Regrown entries since the previous row, and in total."""
-        out = {"mask_updates": self.updates, "reactivated": self.reactivated_total - self.reactivated_reported,
-               "reactivated_total": self.reactivated_total}
-        self.reactivated_reported = self.reactivated_total
-        return out
+        return {"mask_updates": self.updates, **self.reactivation.metrics()}
 
 
 class Dynamic(SingleStage):

@@ -28,7 +28,7 @@ from pathlib import Path
 from harness.config.expand import RunSpec
 from harness.pruning import scores
 from harness.pruning.masks import MaskSet
-from harness.pruning.methods.stage import SingleStage, StageHook, run_stage
+from harness.pruning.methods.stage import Reactivation, SingleStage, StageHook, run_stage
 from harness.pruning.schedules import cubic_sparsity
 from harness.units import duration_steps, is_duration, steps_per_epoch
 
@@ -52,8 +52,7 @@ class CubicMaskHook(StageHook):
         self.final, self.start, self.end, self.every = final_sparsity, start, end, every
         self.initial, self.feedback, self.freeze = initial_sparsity, feedback, freeze_after_end
         self.updates = 0
-        self.reactivated_total = 0
-        self.reactivated_reported = 0  # the total at the previous row
+        self.reactivation = Reactivation()
 
     def target_density(self, t: int) -> float:
         return 1.0 - cubic_sparsity(t, self.final, self.start, self.end, self.initial)
@@ -67,7 +66,7 @@ class CubicMaskHook(StageHook):
             stats = self.masks.select_(scores.compute(self.score, inputs), self.allocation,
                                        density=min(self.target_density(t), self.masks.density()))
         self.updates += 1
-        self.reactivated_total += stats["regrown"]
+        self.reactivation.add(stats["regrown"])
 
     def before_forward(self, step: int) -> None:
         due = (step + 1) % self.every == 0 and step >= self.start and (step < self.end or not self.freeze)
@@ -99,19 +98,16 @@ class CubicMaskHook(StageHook):
         self.masks.apply_()  # the output is the sparse model m * w
 
     def state_dict(self) -> dict:
-        return {"updates": self.updates, "reactivated_total": self.reactivated_total,
-                "reactivated_reported": self.reactivated_reported}
+        return {"updates": self.updates, **self.reactivation.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.updates, self.reactivated_total = state["updates"], state["reactivated_total"]
-        self.reactivated_reported = state["reactivated_reported"]
+        self.updates = state["updates"]
+        self.reactivation.load_state_dict(state)
 
     def metrics(self) -> dict:
         out = {"mask_updates": self.updates}
-        if self.feedback:  # regrown entries since the previous row, and in total
-            out.update(reactivated=self.reactivated_total - self.reactivated_reported,
-                       reactivated_total=self.reactivated_total)
-            self.reactivated_reported = self.reactivated_total
+        if self.feedback:
+            out.update(self.reactivation.metrics())
         return out
 
 

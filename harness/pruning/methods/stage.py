@@ -49,6 +49,29 @@ class StageHook(StepHooks):
         """After the last step: leave the model as the run's output."""
 
 
+class Reactivation:
+    """Entries a mask update brought back (DPF, DSR, Sparse Momentum): in total, and since the
+    previous row (``metrics`` reports and resets that count); checkpointed with the hook."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.reported = 0  # the total at the previous row
+
+    def add(self, regrown: int) -> None:
+        self.total += regrown
+
+    def metrics(self) -> dict:
+        out = {"reactivated": self.total - self.reported, "reactivated_total": self.total}
+        self.reported = self.total
+        return out
+
+    def state_dict(self) -> dict:
+        return {"reactivated_total": self.total, "reactivated_reported": self.reported}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.total, self.reported = state["reactivated_total"], state["reactivated_reported"]
+
+
 class FixedMask(StageHook):
     """A mask chosen before training and held fixed: masked weights re-zeroed after every step.
     ``extra``: constant values of how the mask was chosen, reported with every row."""
