@@ -7,7 +7,9 @@ logged twice.
 
 Rows (see :mod:`harness.pruning.methods.base`) are logged with every numeric value they carry:
 a ``round`` or ``epoch`` row at MLflow step = its index (plus the index itself as the metric
-``round``/``epoch``, the x-axis for the UI's charts), the ``final`` row as ``final/<metric>``.
+``round``/``epoch``, the x-axis for the UI's charts), the ``final`` row as ``final/<metric>``;
+a nested dict of numbers (per-layer values) as ``<key>/<name>``; a round row's per-epoch evaluations
+(``epochs``, AP's recorded retraining) as ``retrain/<metric>`` on one continuous epoch axis.
 A diverged run is FAILED with the tags ``prunebench.diverged`` and ``prunebench.diverged_step``.
 
 For the MLflow UI: each paper's experiment is marked a model-training experiment; a run has a
@@ -38,6 +40,7 @@ AXIS_TAG = "prunebench.axis"
 DIVERGED_TAG = "prunebench.diverged"
 DIVERGED_STEP_TAG = "prunebench.diverged_step"
 FINAL = "final/"
+RETRAIN = "retrain/"  # per-epoch metrics of a round's recorded retraining (AP), their own x-axis
 PATH_TAG = "prunebench.path"
 GROUP_TAG = "prunebench.group"  # set on the parent runs that group a (profile, paper experiment)
 REPORT_TAG = "prunebench.report"  # set on the run holding a profile's report
@@ -45,13 +48,31 @@ NOTE_TAG = "mlflow.note.content"  # the run's description in the UI
 KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 
-def _numeric(row: dict) -> dict[str, float]:
+def _numeric(row: dict, prefix: str = "") -> dict[str, float]:
+    """A row's finite numeric values; a nested dict of numbers (e.g. ``dnr_layers``: site -> rate) is flattened
+    to ``<key>/<site>``; lists (e.g. ``epochs``) are left to :func:`_epoch_metrics`."""
     out = {}
     for k, v in row.items():
-        if k in ("axis", "index") or isinstance(v, bool) or not isinstance(v, (int, float)):
+        if k in ("axis", "index") or isinstance(v, bool):
             continue
-        if not math.isnan(float(v)):
-            out[k] = float(v)
+        if isinstance(v, dict):
+            out.update(_numeric(v, f"{prefix}{k}/"))
+        elif isinstance(v, (int, float)) and not math.isnan(float(v)):
+            out[f"{prefix}{k}"] = float(v)
+    return out
+
+
+def _epoch_metrics(row: dict, ts: int) -> list[Metric]:
+    """The per-epoch evaluations a round row carries (``epochs``: AP's recorded retraining) as ``retrain/<metric>``
+    at step ``(round - 1) * epochs + epoch`` (one continuous x-axis over the cycles), with ``retrain/round`` and
+    ``retrain/epoch`` as metrics at the same step."""
+    epochs = row.get("epochs") or []
+    out = []
+    for e in epochs:
+        step = (int(row["index"]) - 1) * len(epochs) + int(e["epoch"])
+        values = {**_numeric({k: v for k, v in e.items() if k != "epoch"}), "round": float(row["index"]),
+                  "epoch": float(e["epoch"])}
+        out += [Metric(RETRAIN + k, v, ts, step) for k, v in values.items()]
     return out
 
 
@@ -204,8 +225,9 @@ class Tracker:
         values = _numeric(row)
         if axis == "final":
             metrics = [Metric(FINAL + k, v, ts, 0) for k, v in values.items()]
-        else:
-            metrics = [Metric(k, v, ts, index) for k, v in values.items()] + [Metric(axis, float(index), ts, index)]
+        else:  # the row's own metrics last: a write cut short is re-sent whole (the row is not marked logged)
+            metrics = _epoch_metrics(row, ts) + [Metric(k, v, ts, index) for k, v in values.items()] + [
+                Metric(axis, float(index), ts, index)]
         for i in range(0, len(metrics), 1000):
             self.client.log_batch(mlflow_run_id, metrics=metrics[i:i + 1000])
         logged.add((axis, index))
@@ -250,6 +272,9 @@ class Tracker:
         for key, value in run.data.metrics.items():
             if key.startswith(FINAL):
                 out.setdefault("final", {}).setdefault(0, {})[key[len(FINAL):]] = value
+            elif key.startswith(RETRAIN):
+                for m in self.client.get_metric_history(mlflow_run_id, key):
+                    out.setdefault("retrain", {}).setdefault(m.step, {})[key[len(RETRAIN):]] = m.value
             elif key not in ("round", "epoch"):
                 for m in self.client.get_metric_history(mlflow_run_id, key):
                     out.setdefault(axis, {}).setdefault(m.step, {})[key] = m.value

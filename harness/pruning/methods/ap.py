@@ -24,7 +24,7 @@ Rows: on the ``round`` axis, round 0 the dense model, round k the recorded retra
 densities over the maskable set (``density``), over conv + linear weights
 (``density_conv_linear``) and over all parameters (``density_all_params``, from the mask;
 ``density_all`` counts nonzeros), the pruning counts of the cycle, and every epoch's metrics
-(``epochs``: a list, kept in rows.jsonl and ``ap_epochs.csv``, not sent to the tracker). A
+(``epochs``: a list, kept in rows.jsonl and ``ap_epochs.csv``; MLflow gets it as ``retrain/<metric>``). A
 checkpoint after every cycle makes an interrupted run resume at its next cycle.
 """
 
