@@ -259,7 +259,7 @@ def test_plain_base_method_is_the_same_procedure_without_ap(ap_specs):
 
 def test_full_manifest_encodes_the_sheet():
     specs = expand(load(AP_YAML))
-    assert len(specs) == 6 * 10 and {s.seed for s in specs} == set(range(10))
+    assert len(specs) == 8 * 10 and {s.seed for s in specs} == set(range(10))
     s = next(x for x in specs if x.method == "global_mag_ap")
     t = s.training
     assert s.params.cycles == 24 and s.prunable == "all_weights" and s.model.arch == "resnet20_cifar_optb"
@@ -268,4 +268,42 @@ def test_full_manifest_encodes_the_sheet():
     assert (t.optimizer.name, t.optimizer.momentum, t.optimizer.weight_decay) == ("sgd", 0.9, 5e-4)
     assert t.lr_schedule == FULL
     assert {x.method: x.params.mode for x in specs} == {"global_mag": "reinit", "global_mag_ap": "reinit", "lth": "lt",
-                                                        "lth_ap": "lt", "lamp_cyc": "reinit", "lamp_cyc_ap": "reinit"}
+                                                        "lth_ap": "lt", "lamp_cyc": "reinit", "lamp_cyc_ap": "reinit",
+                                                        "dpf_cyc": "reinit", "dpf_cyc_ap": "reinit"}
+    dpf = next(x for x in specs if x.method == "dpf_cyc_ap").params
+    assert (dpf.decision, dpf.dpf_update_every, dpf.dpf_end, dpf.base_rate, dpf.ap_rate) == ("dpf", 16, "32ep", 0.18, 0.02)
+    assert {x.params.decision for x in specs if not x.method.startswith("dpf")} == {"masked"}
+
+
+def test_dpf_base_trains_with_feedback_then_ap_removes_from_its_mask(ap_specs, data_root, tmp_path, monkeypatch):
+    """DPF as the base (decision "dpf"): the cycle's first training re-selects the mask over all entries (entries
+    pruned in the previous cycle may come back), ends at exactly alive - round(0.18 alive), then AP removes n_ap
+    (counted before the base step) negative entries; the recorded retraining ends with exactly that mask."""
+    spec = ap_specs["dpf_cyc_ap"]
+    assert (spec.params.decision, spec.params.dpf_update_every, spec.params.dpf_end) == ("dpf", 4, "3ep")
+    spec = dataclasses.replace(spec, params=dataclasses.replace(spec.params, dpf_update_every=1, dpf_end="1ep"))
+    hooks, selections = [], []
+    real_train, real_select = ap.train, MaskSet.select_
+    monkeypatch.setattr(ap, "train", lambda *a, **k: hooks.append(type(k["hooks"]).__name__) or real_train(*a, **k))
+
+    def select(self, *a, **k):
+        out = real_select(self, *a, **k)
+        selections.append((k.get("eligible"), k.get("density"), out["regrown"]))
+        return out
+
+    monkeypatch.setattr(MaskSet, "select_", select)
+    rows = run_spec(spec, Context(paths=Paths(tmp_path), data_root=data_root, device="cpu"))
+    # per cycle: the DPF decision training, then the masked recorded retraining (MaskHook + epoch evaluation)
+    assert hooks == ["CubicMaskHook", "HookChain", "CubicMaskHook", "HookChain"]
+    n = sum(int(m.numel()) for m in MaskSet.for_model(build_model(spec.model.arch, spec.num_classes, spec.model.width),
+                                                       spec.prunable).masks.values())
+    assert all(e == "all" for e, _, _ in selections)  # DPF re-selects over all entries, never nested
+    for k in (1, 2):
+        r = rows[k]
+        alive = r["alive_before"]
+        assert r["base_pruned"] == round(0.18 * alive) and r["n_ap"] == int(0.02 * alive) == r["ap_removed"]
+        assert round(r["density"] * n) == alive - round(0.18 * alive) - int(0.02 * alive)
+        assert r["masked_nonzero"] == 0 and r["dpf_mask_updates"] == 2 + 1  # steps 0 and 1 of 2-step epoch 1, + final
+    assert rows[2]["dpf_regrown"] > 0  # the feedback brought back entries cycle 1 had pruned
+    cycle2 = [d for _, d, _ in selections[3:]]
+    assert cycle2[-1] * n == pytest.approx(rows[1]["density"] * n - round(0.18 * rows[2]["alive_before"]), abs=1e-6)

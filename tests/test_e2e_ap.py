@@ -1,4 +1,4 @@
-"""The AP ci profile end to end in-process: three base methods with and without AP, pruning
+"""The AP ci profile end to end in-process: four base methods with and without AP, pruning
 cycles on the round axis, the dead-neuron rate tracked, the paired report, and the regression
 check against the committed reference."""
 
@@ -33,6 +33,8 @@ def test_ap_ci_profile_end_to_end(tmp_path, data_root):
         assert 0 <= r.data.metrics["final/dead_neuron_rate"] <= 1
         steps = [h.step for h in tracker.client.get_metric_history(r.info.run_id, "round")]
         assert steps == [0, 1, 2]  # the dense model, then two pruning cycles
+        retrain = [h.step for h in tracker.client.get_metric_history(r.info.run_id, "retrain/dead_neuron_rate")]
+        assert sorted(retrain) == list(range(1, 9))  # every epoch of both recorded retrainings, once
     out_dir = tmp_path / "report"
     report.build(m, specs, report.collect(specs, tracker), out_dir)
     problems = report.compare(REFERENCE / "results.csv", out_dir / "results.csv", acc_tol=ACC_TOL)

@@ -1,8 +1,9 @@
 """Tracker -> :data:`Results`: what every run recorded, read once (the report's only MLflow use).
 
 A run records rows on up to three axes: ``round`` (iterative pruning; 0 is the dense model),
-``epoch`` (single-stage procedures) and ``final`` (index 0: the run's final values; every finished
-run has one). A diverged run (loss or weights became non-finite) is FAILED and tagged
+``epoch`` (single-stage procedures), ``retrain`` (per-epoch values of a round's recorded retraining,
+AP) and ``final`` (index 0: the run's final values; every finished run has one). Per-layer values
+(``<key>/<layer>`` in the tracker) stay in MLflow and the run directories, not in the report. A diverged run (loss or weights became non-finite) is FAILED and tagged
 ``prunebench.diverged`` / ``prunebench.diverged_step``; it keeps the rows it logged before.
 """
 
@@ -82,7 +83,8 @@ def collect(specs: Iterable[Any], tracker: Tracker) -> Results:
         tags = dict(getattr(getattr(run, "data", None), "tags", None) or {})
         rows = tracker.rows(run.info.run_id) or {}
         out[spec.id] = RunResult(
-            rows={str(axis): {int(i): {str(k): float(v) for k, v in metrics.items()} for i, metrics in by_index.items()}
+            rows={str(axis): {int(i): {str(k): float(v) for k, v in metrics.items() if "/" not in str(k)}
+                              for i, metrics in by_index.items()}
                   for axis, by_index in rows.items()},
             status=str(run.info.status),
             diverged=str(tags.get(DIVERGED_TAG, "")).lower() == "true",

@@ -4,6 +4,8 @@
   line per method;
 * by_sparsity: against target sparsity, a line per method, when the experiment sweeps several
   sparsities (WRN-28-2); else a bar per method (the dense baseline first);
+* paired (AP): a base method and its modified one share a colour (modified dashed), and each
+  non-density column of the layout (the dead-neuron rate) gets its own panel against remaining weights;
 * when ``graph_D`` is one of the layout's columns (PAGS), a second panel per (model, dataset):
   ``layout.metric`` against the mask-graph distance D, a point per (method, density) cell.
 
@@ -26,7 +28,16 @@ def _points(cells: list[Cell], metric: str) -> list[Cell]:
     return [c for c in cells if not c.diverged and c.stat(metric).mean is not None]
 
 
-def _remaining_axes(ax, lines: dict[str, list[Cell]], metric: str) -> None:
+def _pair_styles(e: Experiment) -> dict[str, dict]:
+    """Paired layouts: a base method and its modified one share a colour, the modified one dashed."""
+    out: dict[str, dict] = {}
+    for i, (base, modified) in enumerate(e.layout.pairs or []):
+        out[base] = {"color": f"C{i % 10}", "linestyle": "-"}
+        out[modified] = {"color": f"C{i % 10}", "linestyle": "--"}
+    return out
+
+
+def _remaining_axes(ax, lines: dict[str, list[Cell]], metric: str, styles: dict[str, dict] | None = None) -> None:
     from matplotlib.ticker import FixedLocator, NullLocator
 
     xs_all: set[float] = set()
@@ -35,7 +46,7 @@ def _remaining_axes(ax, lines: dict[str, list[Cell]], metric: str) -> None:
         xs = [c.density * 100 for c in pts]
         xs_all.update(round(x, 6) for x in xs)
         ax.errorbar(xs, [c.stat(metric).shown for c in pts], yerr=[c.stat(metric).shown_std or 0.0 for c in pts],
-                    marker="o", markersize=3, capsize=2, linewidth=1.2, label=label)
+                    marker="o", markersize=3, capsize=2, linewidth=1.2, label=label, **(styles or {}).get(label, {}))
     ax.set_xscale("log")
     ticks = sorted(xs_all, reverse=True)
     if len(ticks) > 8:  # at most 8 labels, both ends included
@@ -104,7 +115,9 @@ def plot_experiment(e: Experiment, cells: list[Cell], path: Path) -> None:
     mine = [c for c in cells if c.experiment == e.name]
     panels = list(dict.fromkeys((c.model, c.dataset) for c in mine)) or [(m, d) for m in e.models for d in e.datasets]
     with_d = "graph_D" in e.layout.columns
-    per = 2 if with_d else 1
+    # paired layouts: the metric and every non-density column (AP: the dead-neuron rate) against remaining weights
+    extra = [c for c in e.layout.columns if e.layout.kind == "paired" and not c.startswith("density") and c != "graph_D"]
+    per = 1 + with_d + len(extra)
     ncols = min(len(panels), 3) * per
     nrows = -(-len(panels) * per // ncols)
     width = max(6.4, 4.8 * ncols)
@@ -133,8 +146,20 @@ def plot_experiment(e: Experiment, cells: list[Cell], path: Path) -> None:
                     else f"{c.method} (sparsity {c.target_sparsity:g})"
                 lines.setdefault(label, []).append(c)
         if lines:
-            _remaining_axes(ax, lines, metric)
+            styles = _pair_styles(e) if e.layout.kind == "paired" else None
+            _remaining_axes(ax, lines, metric, styles)
             ax.legend(fontsize=8)
+            for j, column in enumerate(extra, start=1):
+                cax = flat[i * per + j]
+                col_lines = {k: _points(v, column) for k, v in lines.items()}
+                col_lines = {k: v for k, v in col_lines.items() if v}
+                cax.set_title(f"{model} · {ds}: {column}", fontsize=10)
+                cax.grid(True, which="major", alpha=0.3)
+                if col_lines:
+                    _remaining_axes(cax, col_lines, column, styles)
+                    cax.set_ylabel(column + (" (%)" if any(c.stat(column).percent for v in col_lines.values()
+                                                             for c in v) else ""))
+                    cax.legend(fontsize=8)
         else:
             ax.text(0.5, 0.5, "no data yet", ha="center", va="center", transform=ax.transAxes)
             ax.set_xticks([])

@@ -12,7 +12,9 @@ run (ap.md 2.2, with the defects of ap.md 7 fixed)::
                   every parameter *and buffer* replaced, so BN running stats are reset
         train training.retrain, fresh optimizer and LR schedule, mask re-applied after every step
         n_ap = int(ap_rate * alive)          # counted BEFORE the base step
-        base step: remove base_rate of the alive entries (the method's score + allocation)
+        base step: remove base_rate of the alive entries (the method's score + allocation); with
+                   decision "dpf" the first training is DPF's (mask re-selected over all entries on the
+                   cubic schedule, straight-through) and its final mask, at the same count, is the base step
         AP step:   among alive entries with theta_T < 0, remove the n_ap with the smallest
                    |theta_T - reference| (reference: theta_0 of this cycle), ties by index;
                    fewer candidates than n_ap: remove all of them (ap_guarded = 1, logged)
@@ -45,10 +47,11 @@ from harness import metrics as model_metrics
 from harness.config.expand import DenseSpec, RunSpec
 from harness.models import build_model
 from harness.paths import atomic_save, atomic_write_text, read_jsonl
+from harness.pruning import scores
 from harness.pruning.masks import MaskHook, MaskSet, prunable_parameters
 from harness.pruning.methods.base import Procedure, final_row, row
 from harness.train import HookChain, StepHooks, make_optimizer, make_scheduler, stage_seed, train
-from harness.units import duration_steps, steps_per_epoch
+from harness.units import duration_steps, is_duration, steps_per_epoch
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,13 @@ class CyclesParams:
     base_rate: float = 0.2  # fraction of the alive entries the base method removes per cycle
     ap_rate: float = 0.0  # AP: n_ap = int(ap_rate * alive before the base step); 0 = no AP
     movement_reference: Literal["cycle_init", "original_init"] = "cycle_init"  # theta_0 of |theta_T - theta_0|
+    # the cycle's first (decision) training: "masked" (the code: m_{k-1} re-applied after every step, then the
+    # base method's nested step) | "dpf" (DPF as the base method: straight-through training with the mask
+    # re-selected over all entries every `dpf_update_every` steps on the cubic schedule from m_{k-1}'s density to
+    # this cycle's target, reached at `dpf_end`; the mask DPF ends with is the base step; regrowth allowed)
+    decision: Literal["masked", "dpf"] = "masked"
+    dpf_update_every: int = 16
+    dpf_end: str | None = None  # a duration within training.retrain; None: the end of the training
 
 
 # ----------------------------------------------------------------------------- the pruning step
@@ -95,14 +105,16 @@ def ap_step(masks: MaskSet, reference: dict[str, torch.Tensor], n_ap: int) -> tu
 
 
 def prune_cycle(masks: MaskSet, score: str, allocation: str, base_rate: float, ap_rate: float,
-                reference: dict[str, torch.Tensor]) -> tuple[dict, dict[str, torch.Tensor]]:
+                reference: dict[str, torch.Tensor], base_done: dict | None = None,
+                alive_before: int | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
     """One cycle's pruning for any base method: ``n_ap`` counted first, the base step through the shared
-    score -> allocation -> mask pipeline, then (``ap_rate > 0``) :func:`ap_step`. Returns the counts and the entries
-    the AP step removed."""
-    alive = sum(a for a, _ in masks.counts().values())
+    score -> allocation -> mask pipeline, then (``ap_rate > 0``) :func:`ap_step`. ``base_done``: the base step
+    already happened during the decision training (DPF, its counts; ``alive_before`` the count before it). Returns
+    the counts and the entries the AP step removed."""
+    alive = alive_before if base_done is not None else sum(a for a, _ in masks.counts().values())
     n_ap = int(ap_rate * alive)
-    base = masks.prune_(score, allocation, base_rate)
-    stats = {"alive_before": alive, "n_ap": n_ap, "base_pruned": base["pruned"]}
+    base = base_done if base_done is not None else {"base_pruned": masks.prune_(score, allocation, base_rate)["pruned"]}
+    stats = {"alive_before": alive, "n_ap": n_ap, **base}
     gone: dict[str, torch.Tensor] = {}
     if ap_rate > 0:
         ap, gone = ap_step(masks, reference, n_ap)
@@ -111,6 +123,29 @@ def prune_cycle(masks: MaskSet, score: str, allocation: str, base_rate: float, a
         stats.update(ap_candidates=0, ap_removed=0, ap_guarded=0.0)
     stats["pruned_fraction"] = (stats["base_pruned"] + stats["ap_removed"]) / max(alive, 1)
     return stats, gone
+
+
+def dpf_decision_training(masks: MaskSet, score: str, allocation: str, base_rate: float, update_every: int,
+                          end: int, train_fn) -> dict:
+    """DPF as the base method of a cycle (assumption ``ap_dpf_base_assumed``): the cycle's decision training with
+    DPF's feedback (:class:`CubicMaskHook`, straight-through, re-selection over all entries from the dense weights)
+    from the current density to this cycle's target, then one last selection at exactly the target (the alive count
+    minus ``round(base_rate * alive)``, as the nested base step keeps), applied to the weights. ``train_fn(hook)``
+    runs the training. Returns the base step's counts (``base_pruned`` net of regrowth)."""
+    from harness.pruning.methods.gradual import CubicMaskHook
+
+    n = sum(t for _, t in masks.counts().values())
+    alive = sum(a for a, _ in masks.counts().values())
+    target = (alive - round(base_rate * alive)) / n
+    hook = CubicMaskHook(masks, score, allocation, 1.0 - target, 0, end, update_every,
+                         initial_sparsity=1.0 - alive / n, feedback=True, freeze_after_end=True)
+    train_fn(hook)
+    final = masks.select_(scores.compute(score, masks.score_inputs(), dense=True), allocation, density=target,
+                          eligible="all")
+    hook.reactivation.add(final["regrown"])
+    masks.apply_()
+    return {"base_pruned": alive - sum(a for a, _ in masks.counts().values()), "dpf_mask_updates": hook.updates + 1,
+            "dpf_regrown": hook.reactivation.metrics().get("reactivated_total", 0)}
 
 
 def densities(model: nn.Module, masks: MaskSet) -> dict:
@@ -158,6 +193,10 @@ class Cycles(Procedure):
             err("ap_rate", f"expected a fraction in [0, 1), got {p.ap_rate}")
         if p.base_rate + p.ap_rate >= 1:
             err("ap_rate", f"base_rate + ap_rate must stay below 1, got {p.base_rate + p.ap_rate}")
+        if p.dpf_update_every < 1:
+            err("dpf_update_every", f"expected a positive integer, got {p.dpf_update_every}")
+        if p.dpf_end is not None and not is_duration(p.dpf_end):
+            err("dpf_end", f"expected a duration like '32ep' or '5000it', got {p.dpf_end!r}")
 
     def dense_spec(self, spec: RunSpec) -> DenseSpec:
         """Cycle 0 (ap.md 2.2): the dense training of theta_init, shared by every method of a seed."""
@@ -178,7 +217,8 @@ class Cycles(Procedure):
     def summary(self, spec: RunSpec) -> str:
         p = spec.params
         ap = f" + AP {100 * p.ap_rate:g}%" if p.ap_rate > 0 else ""
-        return (f"{p.cycles} {p.mode} cycles of {spec.score}/{spec.allocation} {100 * p.base_rate:g}%{ap} -> "
+        base = f"DPF-trained {spec.score}/{spec.allocation}" if p.decision == "dpf" else f"{spec.score}/{spec.allocation}"
+        return (f"{p.cycles} {p.mode} cycles of {base} {100 * p.base_rate:g}%{ap} -> "
                 f"~{100 * (1 - p.base_rate - p.ap_rate) ** p.cycles:.3g}% remaining")
 
     def cycle_init(self, spec: RunSpec, k: int, original: dict, device: torch.device) -> dict:
@@ -237,8 +277,16 @@ class Cycles(Procedure):
                 reference = {n: w.detach().clone() for n, w in masks.params.items()}
             else:
                 reference = {n: original[n] for n in masks.params}
-            training(f"cycles/cycle{k}/train", MaskHook(masks))
-            stats, _ = prune_cycle(masks, spec.score, spec.allocation, p.base_rate, p.ap_rate, reference)
+            if p.decision == "dpf":
+                alive = sum(a for a, _ in masks.counts().values())
+                end = min(duration_steps(p.dpf_end, spe), steps) if p.dpf_end else steps
+                base = dpf_decision_training(masks, spec.score, spec.allocation, p.base_rate, p.dpf_update_every,
+                                             end, lambda hook: training(f"cycles/cycle{k}/train", hook))
+                stats, _ = prune_cycle(masks, spec.score, spec.allocation, p.base_rate, p.ap_rate, reference,
+                                       base_done=base, alive_before=alive)
+            else:
+                training(f"cycles/cycle{k}/train", MaskHook(masks))
+                stats, _ = prune_cycle(masks, spec.score, spec.allocation, p.base_rate, p.ap_rate, reference)
             if stats["ap_guarded"]:
                 log.warning("AP step of cycle %d: only %d candidates for n_ap = %d, all removed (ap_guard_ap_step)",
                             k, stats["ap_candidates"], stats["n_ap"])
