@@ -13,6 +13,7 @@ evaluation), which the scheduler or the local executor routes to tracking.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -31,7 +32,8 @@ from harness.paths import Paths, atomic_save, atomic_write_text, read_jsonl, wri
 from harness.pruning import graph
 from harness.pruning.masks import MaskSet, overall_density
 from harness.pruning.methods.base import row
-from harness.train import Diverged, StepHooks, evaluate, make_optimizer, make_scheduler, stage_seed, train
+from harness.train import (Diverged, StepHooks, evaluate, fast_path, make_optimizer, make_scheduler, stage_seed,
+                           train)
 from harness.units import duration_steps, steps_per_epoch
 
 
@@ -163,14 +165,16 @@ def train_dense(spec: DenseSpec, ctx: Context) -> Path:
     opt = make_optimizer(spec.optimizer, model.parameters())
     sched = make_scheduler(opt, spec.lr_schedule, spe)
     try:
-        res = train(model, data, steps=steps, optimizer=opt, scheduler=sched, batch_size=spec.batch_size,
-                    drop_last=spec.drop_last, seed=stage_seed(spec.seed, "pretrain"),
-                    hooks=_SnapshotHook(model, spec.snapshot_step, d / "snapshot.pt"), precision=spec.precision)
+        with fast_path(spec.channels_last, spec.compile) as fast:
+            res = train(model, data, steps=steps, optimizer=opt, scheduler=sched, batch_size=spec.batch_size,
+                        drop_last=spec.drop_last, seed=stage_seed(spec.seed, "pretrain"),
+                        hooks=_SnapshotHook(model, spec.snapshot_step, d / "snapshot.pt"), precision=spec.precision)
     except Diverged as e:  # final, like DONE: every run that starts from it is diverged too
         write_json(d / "DIVERGED", {"step": e.step, "what": e.what})
         raise
     atomic_save(model.state_dict(), d / "final.pt")
-    write_json(d / "train.json", {"steps": res.steps, "train_loss_running": res.train_loss})
+    write_json(d / "train.json", {"steps": res.steps, "train_loss_running": res.train_loss,
+                                  **({"compile_s": fast.compile_s} if spec.compile else {})})
     (d / "DONE").touch()
     return d
 
@@ -187,8 +191,9 @@ def run_dense(spec: DenseSpec, ctx: Context, ev: EvalConfig) -> dict:
         model = build_model(spec.model.arch, spec.num_classes, spec.model.width, spec.model.init).to(device)
         model.load_state_dict(torch.load(d / "final.pt", map_location=device))
         steps = json.loads((d / "train.json").read_text())["steps"]
-        out = row("round", 0, steps=steps, density=1.0, density_all=overall_density(model),
-                  **evaluate_model(model, get_data(spec.dataset, ctx), ev, spec.seed, spec.precision))
+        with fast_path(spec.channels_last, spec.compile):
+            out = row("round", 0, steps=steps, density=1.0, density_all=overall_density(model),
+                      **evaluate_model(model, get_data(spec.dataset, ctx), ev, spec.seed, spec.precision))
         write_json(cached, out)
     return out
 
@@ -239,8 +244,13 @@ def run(spec: RunSpec, ctx: Context) -> list[dict]:
     d.mkdir(parents=True, exist_ok=True)
     atomic_write_text(d / "spec.json", json.dumps(spec.to_dict(), indent=2, sort_keys=True) + "\n")
     write_json(d / "data.json", data_record(get_data(spec.dataset, ctx), spec.dataset))
+    t = spec.training
     try:
-        rows = spec.proc.run(spec, ctx, d)
+        with fast_path(t.channels_last, t.compile) as fast:
+            rows = spec.proc.run(spec, _with_compile_time(ctx, fast) if t.compile else ctx, d)
+        if t.compile and rows:  # the final row as reported, with its compile time, in rows.jsonl
+            rows[-1].setdefault("compile_s", fast.compile_s)
+            save_rows(rows_path, rows)
     except Diverged as e:
         info = {"step": e.step, "what": e.what}
         rows = read_jsonl(rows_path)
@@ -252,6 +262,19 @@ def run(spec: RunSpec, ctx: Context) -> list[dict]:
     atomic_write_text(d / "layer_density.csv", layer_density_csv(rows))
     (d / "DONE").touch()
     return rows
+
+
+def _with_compile_time(ctx: Context, fast) -> Context:
+    """``ctx`` whose final row carries ``compile_s``: the seconds this run's compiled stages spent in
+    their compiling steps (the procedure saves the row it reports, so the value reaches its rows.jsonl
+    through :func:`run` too)."""
+
+    def report(r: dict) -> None:
+        if r.get("axis") == "final":
+            r.setdefault("compile_s", fast.compile_s)
+        ctx.report(r)
+
+    return dataclasses.replace(ctx, report=report)
 
 
 def read_rows(paths: Paths, spec: RunSpec) -> list[dict]:

@@ -15,13 +15,23 @@ order's generator state, the global RNG state and the loop counters are part of 
 stage continues bit for bit as if it had never stopped.
 
 Per-step values stay on the device; the loop looks at the host only every ``CHECK_EVERY`` steps
-and at epoch ends, to stop a diverged run (non-finite loss or weights) at once.
+and at epoch ends, to stop a diverged run (non-finite loss or weights) at once. This is always on
+(it changes nothing numerically): no ``.item()``, ``float()`` or ``bool()`` of a device tensor inside
+the step loop between checks.
+
+The GPU fast path (:class:`FastPath`, the manifest's ``training.channels_last`` and
+``training.compile``) is read from the active :func:`fast_path` context, which
+:func:`harness.experiment.run` and :func:`harness.experiment.train_dense` open from the spec, so
+every procedure's training and evaluation take it without passing it along. ``precision: bf16``
+autocasts the forward pass and the loss to bfloat16 on CUDA and on the CPU.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -127,9 +137,75 @@ def stage_seed(seed: int, stage: str) -> int:
 
 
 def autocast(device: torch.device, precision: str):
-    if precision == "bf16" and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """bf16 autocast of the forward pass and loss on CUDA and on the CPU; fp32 does nothing."""
+    if precision == "bf16" and device.type in ("cuda", "cpu"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+@dataclass
+class FastPath:
+    """The fast-path switches a stage trains under, and what they cost.
+
+    * ``channels_last``: the model's 4-d parameters and every 4-d input batch in NHWC memory
+      format (what cuDNN's fastest convolutions want; values unchanged);
+    * ``compile``: the forward pass and the loss through ``torch.compile`` (static shapes; AOTAutograd
+      compiles the backward too). ``compile_s`` accumulates the wall time of each step that
+      compiled (the first step of every batch shape in a ``train`` call, compile included), so the
+      compile time is reported apart from the training time and amortised over the run.
+    """
+
+    channels_last: bool = False
+    compile: bool = False
+    compile_s: float = 0.0
+
+
+_FAST: contextvars.ContextVar[FastPath | None] = contextvars.ContextVar("prunebench_fast_path", default=None)
+
+
+def current_fast_path() -> FastPath:
+    """The active :func:`fast_path` settings (all off outside one)."""
+    return _FAST.get() or FastPath()
+
+
+@contextlib.contextmanager
+def fast_path(channels_last: bool = False, compile: bool = False):
+    """Train and evaluate under these fast-path switches inside the ``with`` block; yields the
+    :class:`FastPath`, whose ``compile_s`` the stages inside add to."""
+    fp = FastPath(channels_last=channels_last, compile=compile)
+    token = _FAST.set(fp)
+    try:
+        yield fp
+    finally:
+        _FAST.reset(token)
+
+
+def _nhwc(x: torch.Tensor, fast: FastPath) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if fast.channels_last and x.dim() == 4 else x
+
+
+def _forward_loss(model: nn.Module, device: torch.device, precision: str, fast: FastPath):
+    """``(x, y) -> (logits, loss)``: eager, or through ``torch.compile`` with static shapes."""
+
+    def forward_loss(x, y):
+        with autocast(device, precision):
+            out = model(x)
+            loss = F.cross_entropy(out, y)
+        return out, loss
+
+    if not fast.compile:
+        return forward_loss
+    # one code object serves every model of the process (a Ray actor runs many trials): models of the
+    # same architecture share a graph, and each architecture x batch shape x precision is one entry
+    cfg = torch._dynamo.config
+    name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
+    setattr(cfg, name, max(getattr(cfg, name), 64))
+    return torch.compile(forward_loss, dynamic=False)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 @dataclass
@@ -171,11 +247,17 @@ def _check_finite(model: nn.Module, loss_bad: torch.Tensor, first_bad: torch.Ten
 
 def train(model: nn.Module, data: DeviceData, *, steps: int, optimizer: torch.optim.Optimizer,
           scheduler, batch_size: int, drop_last: bool, seed: int, hooks: StepHooks | None = None,
-          precision: str = "fp32", state: TrainState | None = None) -> TrainResult:
+          precision: str = "fp32", state: TrainState | None = None, fast: FastPath | None = None) -> TrainResult:
     """Run optimizer steps until ``steps`` in total; the data order and augmentation are drawn
-    from ``seed``. ``state`` (from an ``after_epoch`` hook) resumes a stage where it stood."""
+    from ``seed``. ``state`` (from an ``after_epoch`` hook) resumes a stage where it stood.
+    ``fast``: the fast-path switches (default: the active :func:`fast_path` context's)."""
     hooks = hooks or StepHooks()
+    fast = fast if fast is not None else current_fast_path()
     device = data.device
+    if fast.channels_last:
+        model.to(memory_format=torch.channels_last)  # in place: the optimizer keeps the same parameters
+    forward_loss = _forward_loss(model, device, precision, fast)
+    compiled_shapes: set[tuple] = set()
     gen = torch.Generator(device=device).manual_seed(seed)
     torch.manual_seed(seed)  # dropout and anything else drawing from the global RNG
     st = state or TrainState()
@@ -197,11 +279,18 @@ def train(model: nn.Module, data: DeviceData, *, steps: int, optimizer: torch.op
                 finished_epoch = False
                 break
             hooks.before_forward(step)
-            with autocast(device, precision):
-                out = model(x)
-                loss = F.cross_entropy(out, y)
+            x = _nhwc(x, fast)
+            compiling = fast.compile and tuple(x.shape) not in compiled_shapes
+            if compiling:  # the one host sync of a compiled stage's first step of each shape
+                compiled_shapes.add(tuple(x.shape))
+                _sync(device)
+                t0 = time.perf_counter()
+            out, loss = forward_loss(x, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if compiling:
+                _sync(device)
+                fast.compile_s += time.perf_counter() - t0
             hooks.before_optimizer_step(step)
             optimizer.step()
             if scheduler is not None:
@@ -234,12 +323,13 @@ def evaluate(model: nn.Module, batches, precision: str = "fp32") -> tuple[float,
     """(accuracy, mean cross-entropy) over ``batches`` in eval mode."""
     was_training = model.training
     model.eval()
+    fast = current_fast_path()
     loss_sum = None
     correct = None
     n = 0
     for x, y in batches:
         with autocast(x.device, precision):
-            out = model(x).float()
+            out = model(_nhwc(x, fast)).float()
         l = F.cross_entropy(out, y, reduction="sum")
         c = (out.argmax(1) == y).sum()
         loss_sum = l if loss_sum is None else loss_sum + l

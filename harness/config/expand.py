@@ -35,6 +35,8 @@ class DenseSpec:
     precision: str
     seed: int
     snapshot_step: int | None = None  # a rewind point other than the initialisation
+    channels_last: bool = False  # the fast-path switches it was trained under (TrainingConfig's)
+    compile: bool = False
 
     @property
     def id(self) -> str:

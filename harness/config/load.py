@@ -172,6 +172,8 @@ def build(tp: Any, value: Any, where: str, key: str) -> Any:
 
 # --------------------------------------------------------------------------- semantic checks
 
+BF16_DEVIATION = "bf16_autocast"  # the deviation a manifest training in bf16 must list
+
 
 def check_duration(value: str, key: str, err) -> None:
     if not is_duration(value):
@@ -246,6 +248,7 @@ def check(m: Manifest, where: str) -> None:
     if not m.experiments:
         err("experiments", "expected at least one experiment")
     names = set()
+    bf16_at = None  # the first experiment with a cell training in bf16
     for i, e in enumerate(m.experiments):
         key = f"experiments[{i}]"
         if e.name in names:
@@ -290,7 +293,12 @@ def check(m: Manifest, where: str) -> None:
             _check_resources(e.resources, f"{key}.resources", err)
         for mk in e.models:  # every resolved cell must validate
             for meth in e.methods:
-                resolve_cell(m, e, mk, meth, where, key)
+                training = resolve_cell(m, e, mk, meth, where, key)[0]
+                if training.precision == "bf16" and bf16_at is None:
+                    bf16_at = f"{key} (model {mk}, method {meth})"
+    if bf16_at is not None and BF16_DEVIATION not in {d.name for d in m.deviations}:
+        err("deviations", f"{bf16_at} trains with precision bf16, which changes numerics: expected a deviation "
+                          f"named '{BF16_DEVIATION}' saying so")
     for i, c in enumerate(m.expected):
         key = f"expected[{i}]"
         if c.experiment not in names:

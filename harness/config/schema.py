@@ -85,7 +85,12 @@ class TrainingConfig:
     drop_last: bool
     pretrain: str  # duration: "50000it" or "300ep" (dense pre-training, or the whole run)
     retrain: str = "0it"  # per pruning round (iterative procedures)
+    # bf16: autocast of the forward pass and loss (CUDA and CPU); changes numerics, so a manifest that
+    # turns it on lists the deviation ``bf16_autocast``
     precision: Literal["fp32", "bf16"] = "fp32"
+    # the GPU fast path (harness.train.FastPath); neither changes what is computed, only how
+    channels_last: bool = False  # model and input batches in NHWC memory format
+    compile: bool = False  # torch.compile of the forward pass and loss (compile time reported as compile_s)
 
 
 @dataclass(frozen=True)

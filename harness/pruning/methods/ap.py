@@ -203,7 +203,8 @@ class Cycles(Procedure):
         t = spec.training
         return DenseSpec(model=spec.model, num_classes=spec.num_classes, dataset=spec.dataset,
                          optimizer=t.optimizer, lr_schedule=t.lr_schedule, batch_size=t.batch_size,
-                         drop_last=t.drop_last, steps=t.pretrain, precision=t.precision, seed=spec.seed)
+                         drop_last=t.drop_last, steps=t.pretrain, precision=t.precision, seed=spec.seed,
+                         channels_last=t.channels_last, compile=t.compile)
 
     def planned_rows(self, spec: RunSpec) -> list[tuple[str, int]]:
         return [("round", k) for k in range(spec.params.cycles + 1)] + [("final", 0)]

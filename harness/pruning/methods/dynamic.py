@@ -134,7 +134,8 @@ class ReallocationHook(StageHook):
             key = torch.where(candidates, key, torch.full_like(key, -math.inf)).reshape(-1)
             grow = torch.topk(key, k).indices
             new[n].view(-1)[grow] = True
-            self.masks.params[n].data.view(-1)[grow] = 0.0  # regrown weights start at 0
+            w = self.masks.params[n].data  # regrown weights start at 0 (any memory format: channels_last)
+            w.masked_fill_(torch.zeros(w.numel(), dtype=torch.bool, device=w.device).index_fill_(0, grow, True).view(w.shape), 0.0)
             regrown += k
         return regrown
 

@@ -53,7 +53,7 @@ class Iterative(Procedure):
         return DenseSpec(model=spec.model, num_classes=spec.num_classes, dataset=spec.dataset,
                          optimizer=t.optimizer, lr_schedule=t.lr_schedule, batch_size=t.batch_size,
                          drop_last=t.drop_last, steps=t.pretrain, precision=t.precision, seed=spec.seed,
-                         snapshot_step=rewind if rewind else None)
+                         snapshot_step=rewind if rewind else None, channels_last=t.channels_last, compile=t.compile)
 
     def schedule(self, spec: RunSpec) -> IterativeParams:
         """The rounds this run prunes (its parameters, here)."""
