@@ -59,6 +59,11 @@ class Paths:
     def artifact_root(self) -> Path:
         return self.root / "mlartifacts"
 
+    @property
+    def store_lock(self) -> Path:
+        """Serialises creating MLflow experiments and runs among the drivers of this work directory."""
+        return self.root / "runs" / ".store.lock"
+
 
 def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)

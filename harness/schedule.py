@@ -17,9 +17,11 @@ diverged (non-finite loss or weights) ends as FAILED with a ``diverged`` tag; th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,8 @@ from tqdm.auto import tqdm
 
 from harness import experiment
 from harness.data import load_split
+from harness.errors import ClusterError
+from harness.locks import Claim, Claims, holder_text
 from harness.config import DenseSpec, EvalConfig, Manifest, RunSpec, build, dense_from_dict, resources_for
 from harness.paths import Paths
 from harness.train import Diverged
@@ -54,6 +58,7 @@ class Outcome:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (run name, error)
     diverged: list[tuple[str, int]] = field(default_factory=list)  # (run name, step)
     unfinished: list[str] = field(default_factory=list)  # interrupted (Ctrl-C) before finishing
+    held: list[tuple[str, str]] = field(default_factory=list)  # (run name, holder): another driver's
 
 
 @dataclass(frozen=True)
@@ -163,39 +168,81 @@ def plan_jobs(manifest: Manifest, specs: list[RunSpec], report: Path | None = No
 
 
 def execute(manifest: Manifest, specs: list[RunSpec], opts: Options, log=print) -> Outcome:
+    """Run what is left of the grid. Several drivers may share the work directory: each run (and
+    dense pre-training) is claimed (:class:`harness.locks.Claim`) while a driver works on it, so a
+    second driver skips what another one holds and does the rest (``Outcome.held``)."""
+    claims = Claims()
+    try:
+        return _execute(manifest, specs, opts, log, claims)
+    finally:
+        claims.release_all()
+
+
+def _execute(manifest: Manifest, specs: list[RunSpec], opts: Options, log, claims: Claims) -> Outcome:
     paper = manifest.paper.key
+    if opts.executor == "ray" and opts.ray_address and not opts.ray_address.startswith("ray://"):
+        check_cluster(opts.ray_address)  # before anything else: a wrong address or token is one line
     tracker = Tracker(opts.tracking_uri or opts.paths.tracking_uri,
-                      None if opts.tracking_uri else opts.paths.artifact_root)
+                      None if opts.tracking_uri else opts.paths.artifact_root, lock=opts.paths.store_lock)
     tracker.experiment_id(paper)
     dense_jobs, run_jobs = plan_jobs(manifest, specs, opts.paths.report_dir(paper, manifest.profile))
     out = Outcome(total=len(run_jobs))
     finished = tracker.finished_ids(paper)
     todo: list[_Job] = []
+
+    def claim(job: _Job, wait: bool = False) -> bool:
+        return claims.take(job.id, experiment.stage_dir(opts.paths, job.spec), wait=wait) is not None
+
     for job in run_jobs:
         if _done(opts, job, paper):
-            if job.id not in finished:  # finished on disk, lost from MLflow: replay, no training
+            # finished on disk, lost from MLflow: replay, no training (unless another driver is
+            # closing it right now)
+            if job.id not in finished and claim(job):
                 _run_local(job, opts, tracker, paper, out)
+                claims.release(job.id)
             out.skipped += 1
-        else:
+        elif claim(job):
             todo.append(job)
+        else:
+            out.held.append((job.name, holder_text(Claim(experiment.stage_dir(opts.paths, job.spec)).holder())))
     for job in dense_jobs:  # trained (e.g. inside an interrupted run) but never tracked: replay
-        if _done(opts, job, paper) and job.id not in finished:
+        if _done(opts, job, paper) and job.id not in finished and claim(job):
             _run_local(job, opts, tracker, paper, out)
+            claims.release(job.id)
     needed = {j.spec.dense.id for j in todo if j.spec.dense is not None}
-    dense_todo = [j for j in dense_jobs if j.id in needed and not _done(opts, j, paper)]
+    dense_todo = []
+    for job in sorted((j for j in dense_jobs if j.id in needed and not _done(opts, j, paper)), key=lambda j: j.id):
+        if not claim(job):  # another driver is pre-training it: wait for it (ordered: no deadlock)
+            who = holder_text(Claim(experiment.stage_dir(opts.paths, job.spec)).holder())
+            log(f"waiting for the dense pre-training {job.name}, held by {who}")
+            claim(job, wait=True)
+        if _done(opts, job, paper):  # pre-trained meanwhile by the driver we waited for
+            if job.id not in finished:
+                _run_local(job, opts, tracker, paper, out)  # tracked in this paper too: a replay
+            claims.release(job.id)
+        else:
+            dense_todo.append(job)
     if not todo:
-        log(f"all {out.total} runs of {paper}/{manifest.profile} are finished; nothing to do")
+        if not out.held:  # (all held by another driver: the caller says so)
+            log(f"all {out.total} runs of {paper}/{manifest.profile} are finished; nothing to do")
         return out
     _preflight(todo, opts)
+    held = f", {len(out.held)} held by another driver ({out.held[0][1]})" if out.held else ""
     log(f"{paper}/{manifest.profile}: {len(todo)} of {out.total} runs to do "
-        f"({out.skipped} finished), {len(dense_todo)} dense pre-trainings")
+        f"({out.skipped} finished{held}), {len(dense_todo)} dense pre-trainings")
+
+    def dense_phase_over() -> None:
+        for j in dense_todo:
+            claims.release(j.id)
+
     if opts.executor == "local":
         for job in dense_todo:
             _run_local(job, opts, tracker, paper, out)
+        dense_phase_over()
         for job in tqdm(_ready(todo, opts), desc="runs (local)", unit="run", dynamic_ncols=True):
             out.ran += _run_local(job, opts, tracker, paper, out)
     else:
-        _run_ray(dense_todo, todo, opts, tracker, paper, out, manifest.profile)
+        _run_ray(dense_todo, todo, opts, tracker, paper, out, manifest.profile, dense_phase_over)
     out.dense_trained = sum(_done(opts, j, paper) for j in dense_todo)
     failed = {name for name, _ in out.failed}
     out.unfinished = [j.name for j in todo if not _done(opts, j, paper) and j.name not in failed]
@@ -255,6 +302,7 @@ def _evaluations(spec: RunSpec) -> int:
     return len(spec.proc.planned_rows(spec))
 
 
+TRIAL_RETRIES = int(os.environ.get("PRUNEBENCH_TRIAL_RETRIES", "3"))  # per trial, after a worker or node is lost
 ROW_KEY = "prunebench_row"  # a trial's report: one row as JSON
 
 
@@ -283,8 +331,101 @@ def _trainable(config: dict) -> None:
         experiment.run(RunSpec.from_dict(config["spec"]), ctx)
 
 
+TOKEN_HELP = ("copy the cluster's token (`ray get-auth-token` on the head node prints it) to ~/.ray/auth_token on "
+              "this machine, or point RAY_AUTH_TOKEN_PATH at it, or set RAY_AUTH_TOKEN; and export RAY_AUTH_MODE=token")
+
+
+def ray_token_available() -> bool:
+    """A Ray token where Ray documents it: RAY_AUTH_TOKEN, the file RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    path = Path(path) if path else Path.home() / ".ray" / "auth_token"
+    try:
+        return bool(path.read_text().strip())
+    except OSError:
+        return False
+
+
+def _enable_ray_token_auth() -> None:
+    """RAY_AUTH_MODE=token when it is unset and a token is available (as ``ray start`` does when it
+    finds one), so a driver reaches a token-authenticated cluster without further settings."""
+    if os.environ.get("RAY_AUTH_MODE") is not None or not ray_token_available():
+        return
+    try:  # Ray's own switch (also refreshes its cached config)
+        from ray._private.authentication.authentication_token_setup import _enable_token_auth
+
+        _enable_token_auth()
+    except ImportError:
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """File descriptor 2 to /dev/null for the block (native code's log lines included)."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def check_cluster(address: str, timeout: float = 5.0) -> str:
+    """The cluster's GCS address, once it answers and accepts this driver's token; else ClusterError."""
+    import socket
+
+    from ray._private import services
+
+    _enable_ray_token_auth()
+    try:
+        gcs = services.canonicalize_bootstrap_address(address)
+    except Exception as e:  # "auto" with no cluster started here, a malformed address
+        raise ClusterError(f"no Ray cluster at --ray-address {address} ({str(e).splitlines()[0] if str(e) else e!r}); "
+                           f"start one with `ray start --head`, or pass its head's host:port") from None
+    if gcs is None:
+        raise ClusterError(f"no Ray cluster found for --ray-address {address}: start one with `ray start --head` "
+                           f"on this machine, or pass its head's host:port")
+    host, port = gcs.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ClusterError(f"no Ray cluster answers at {gcs} ({e.strerror or e}): start it with "
+                           f"`ray start --head --port {port}`, or fix --ray-address") from None
+    from ray._raylet import GcsClient
+    from ray.exceptions import AuthenticationError
+
+    try:
+        with _quiet_stderr():  # Ray's C++ client logs each refused attempt itself
+            GcsClient(address=gcs)
+    except AuthenticationError:
+        mode = os.environ.get("RAY_AUTH_MODE", "disabled")
+        what = ("refuses this driver's token" if mode == "token" and ray_token_available()
+                else f"requires token authentication (RAY_AUTH_MODE here: {mode})" if mode != "token"
+                else "requires token authentication and this driver has no token")
+        raise ClusterError(f"the Ray cluster at {gcs} {what}: {TOKEN_HELP}") from None
+    except Exception as e:
+        raise ClusterError(f"the Ray cluster at {gcs} does not answer ({str(e).splitlines()[0][:200]}); "
+                           f"check it with `ray status --address {gcs}`") from None
+    return gcs
+
+
+def connect_ray(address: str | None) -> None:
+    """``ray.init``: a local Ray (address None), or an existing cluster, checked first (one-line errors)."""
+    import ray
+
+    if address is not None and not address.startswith("ray://"):
+        address = check_cluster(address)
+    # "local": a new Ray of this driver's own, never a cluster someone else started on this machine
+    # (ray.init() with no address joins the latest one it finds); RAY_ADDRESS still overrides it.
+    ray.init(address=address or "local", include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+
+
 def _run_ray(dense_todo: list[_Job], todo: list[_Job], opts: Options, tracker: Tracker, paper: str,
-             out: Outcome, profile: str) -> None:
+             out: Outcome, profile: str, dense_phase_over=lambda: None) -> None:
     import ray
     from ray import tune
 
@@ -293,7 +434,7 @@ def _run_ray(dense_todo: list[_Job], todo: list[_Job], opts: Options, tracker: T
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if not ray.is_initialized():  # address None: a local Ray. Trial output stays in Ray's logs;
         # failures are reported with their traceback file.
-        ray.init(address=opts.ray_address, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+        connect_ray(opts.ray_address)
     avail = ray.cluster_resources()
     n_gpu, n_cpu = avail.get("GPU", 0.0), avail.get("CPU", 1.0)
 
@@ -307,8 +448,14 @@ def _run_ray(dense_todo: list[_Job], todo: list[_Job], opts: Options, tracker: T
             return {**self.__dict__, "bar": None}
 
         def on_trial_start(self, iteration, trials, trial, **info):
+            if trial.trial_id not in self.mlflow:  # a retried trial keeps its MLflow run
+                job = self.jobs[trial.config["job"]["id"]]
+                self.mlflow[trial.trial_id] = _open(tracker, job, paper)
+
+        def on_trial_recover(self, iteration, trials, trial, **info):
             job = self.jobs[trial.config["job"]["id"]]
-            self.mlflow[trial.trial_id] = _open(tracker, job, paper)
+            self.bar.write(f"retry {job.name}: its worker was lost (attempt {trial.num_failures + 1} of "
+                           f"{TRIAL_RETRIES + 1}); it resumes from its last checkpoint")
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             if ROW_KEY in result:
@@ -346,6 +493,8 @@ def _run_ray(dense_todo: list[_Job], todo: list[_Job], opts: Options, tracker: T
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for phase in ("dense", "runs"):
+        if phase == "runs":
+            dense_phase_over()
         jobs = dense_todo if phase == "dense" else _ready(todo, opts)
         if not jobs:
             continue
@@ -367,7 +516,10 @@ def _run_ray(dense_todo: list[_Job], todo: list[_Job], opts: Options, tracker: T
                                         trial_dirname_creator=lambda t: t.config["job"]["id"]),
             run_config=tune.RunConfig(name=name,
                                       storage_path=str(opts.paths.ray_results),
-                                      callbacks=[callback], verbose=0),
+                                      callbacks=[callback], verbose=0,
+                                      # a lost worker or node: the trial starts again and resumes
+                                      # from its run folder's last checkpoint
+                                      failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES)),
         )
         try:
             tuner.fit()

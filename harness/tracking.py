@@ -21,11 +21,15 @@ report is logged as the artifacts of a run ``report · <profile>``, replaced whe
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
 import math
+import os
+import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -34,6 +38,7 @@ from mlflow.tracking import MlflowClient
 
 from harness import __version__
 from harness.config import DenseSpec, Manifest, RunSpec
+from harness.locks import exclusive
 
 RUN_ID_TAG = "prunebench.run_id"
 AXIS_TAG = "prunebench.axis"
@@ -131,22 +136,103 @@ def run_name(spec: RunSpec | DenseSpec, model_key: str = "", dataset_key: str = 
     return f"{spec.experiment}/{spec.model_key}/{spec.dataset_key}/{spec.method}{target}/s{spec.seed}"
 
 
-class Tracker:
-    """A thin MlflowClient wrapper; every write happens in the calling (driver) process."""
+_TRANSIENT = re.compile(r"database is locked|Max retries exceeded|Connection refused|Connection reset|RemoteDisconnected|"
+                        r"Connection aborted|error code 5\d\d|5\d\d error responses|timed out|OperationalError|"
+                        r"server closed the connection|terminating connection|could not connect|connection .* failed",
+                        re.IGNORECASE)
 
-    def __init__(self, tracking_uri: str, artifact_root: Path | None = None):
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+
+def transient(e: BaseException) -> bool:
+    """A tracking error worth retrying: the store is busy (SQLite lock), restarting or unreachable."""
+    import requests
+    import sqlalchemy.exc
+
+    if isinstance(e, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                      sqlalchemy.exc.OperationalError, ConnectionError, TimeoutError)):
+        return True
+    return bool(_TRANSIENT.search(f"{type(e).__name__}: {e}"))
+
+
+class RetryingClient:
+    """An MlflowClient whose calls are retried with backoff while the store is busy or down (a
+    restarting tracking server or database), for up to ``PRUNEBENCH_TRACKING_RETRY_S`` seconds
+    (default 900) per call; a write is never dropped silently, and every other error passes."""
+
+    def __init__(self, client: MlflowClient, patience_s: float | None = None, log=None):
+        self._client = client
+        self._patience = float(patience_s if patience_s is not None
+                               else os.environ.get("PRUNEBENCH_TRACKING_RETRY_S", "900"))
+        self._log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+    def __getattr__(self, name):
+        attr = getattr(self._client, name)
+        if not callable(attr) or name.startswith("_"):
+            return attr
+
+        @functools.wraps(attr)
+        def call(*args, **kwargs):
+            deadline, wait, warned = time.monotonic() + self._patience, 0.5, False
+            while True:
+                try:
+                    result = attr(*args, **kwargs)
+                    if warned:
+                        self._log(f"prunebench: tracking store {self._client.tracking_uri} reachable again")
+                    return result
+                except Exception as e:
+                    if not transient(e) or time.monotonic() + wait > deadline:
+                        raise
+                    if not warned:
+                        first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+                        self._log(f"prunebench: tracking store {self._client.tracking_uri} unavailable ({first}); "
+                                  f"retrying for up to {self._patience:.0f} s")
+                        warned = True
+                    time.sleep(wait)
+                    wait = min(wait * 2, 10.0)
+
+        return call
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+class Tracker:
+    """A thin MlflowClient wrapper; every write happens in the calling (driver) process.
+
+    Several drivers may share one store: creating (or migrating) a SQLite store, a paper's
+    experiment, a grouping run or a spec's run happens under an advisory lock (``<db>.lock`` for
+    SQLite, else ``lock`` when given: the work directory's), so none is created twice."""
+
+    def __init__(self, tracking_uri: str, artifact_root: Path | None = None, lock: Path | None = None):
+        db = _sqlite_path(tracking_uri)
+        self.lock = db.with_name(db.name + ".lock") if db is not None else lock
+        if tracking_uri.startswith(("http://", "https://")):  # MLflow's own retries short (its default
+            # backoff reaches minutes between attempts); RetryingClient waits out a server restart
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        with self._locked() if db is not None else contextlib.nullcontext():  # MlflowClient creates or
+            # migrates a SQLite store: once, whoever else opens it now
+            self.client = RetryingClient(MlflowClient(tracking_uri=tracking_uri))
+            if db is not None:
+                self.client.search_experiments(max_results=1)
         self.artifact_root = artifact_root
         self._logged_steps: dict[str, set[int]] = {}
         self._parents: dict[tuple[str, str], str] = {}
+
+    def _locked(self):
+        """The store's cross-process lock (a no-op without one)."""
+        return exclusive(self.lock) if self.lock is not None else contextlib.nullcontext()
 
     def experiment_id(self, paper: str) -> str:
         """The paper's experiment (created on first use), marked a model-training experiment."""
         exp = self.client.get_experiment_by_name(paper)
         if exp is None:
-            location = (self.artifact_root / paper).as_uri() if self.artifact_root else None
-            eid = self.client.create_experiment(paper, artifact_location=location, tags={KIND_TAG: MODEL_TRAINING})
-            return eid
+            with self._locked():
+                exp = self.client.get_experiment_by_name(paper)
+                if exp is None:
+                    location = (self.artifact_root / paper).as_uri() if self.artifact_root else None
+                    return self.client.create_experiment(paper, artifact_location=location,
+                                                         tags={KIND_TAG: MODEL_TRAINING})
         if exp.tags.get(KIND_TAG) != MODEL_TRAINING:
             self.client.set_experiment_tag(exp.experiment_id, KIND_TAG, MODEL_TRAINING)
         return exp.experiment_id
@@ -154,12 +240,13 @@ class Tracker:
     def _tagged_run(self, paper: str, tag: str, value: str, name: str, tags: dict[str, str]) -> str:
         """The run carrying ``tag = value`` in the paper's experiment, created FINISHED if missing."""
         eid = self.experiment_id(paper)
-        found = self.client.search_runs([eid], filter_string=f"tags.`{tag}` = '{value}'", max_results=1)
-        if found:
-            return found[0].info.run_id
-        run = self.client.create_run(eid, run_name=name, tags={tag: value, **tags})
-        self.client.set_terminated(run.info.run_id, "FINISHED")
-        return run.info.run_id
+        with self._locked():
+            found = self.client.search_runs([eid], filter_string=f"tags.`{tag}` = '{value}'", max_results=1)
+            if found:
+                return found[0].info.run_id
+            run = self.client.create_run(eid, run_name=name, tags={tag: value, **tags})
+            self.client.set_terminated(run.info.run_id, "FINISHED")
+            return run.info.run_id
 
     def parent(self, paper: str, group: str, name: str, description: str) -> str:
         """The parent run of a (profile, paper experiment) group: the UI nests the grid under it."""
@@ -190,15 +277,17 @@ class Tracker:
     def open(self, paper: str, spec: RunSpec | DenseSpec, tags: dict[str, str], name: str,
              parent: str | None = None) -> str:
         """The MLflow run id for ``spec``: the existing one (resumed) or a new one (under ``parent``)."""
-        existing = self.find(paper, spec.id)
-        if existing is not None:
-            mid = existing.info.run_id
-            if existing.info.status != "RUNNING":
-                self.client.update_run(mid, status="RUNNING")
-            return mid
-        if parent is not None:
-            tags = {**tags, "mlflow.parentRunId": parent}
-        run = self.client.create_run(self.experiment_id(paper), run_name=name, tags=tags)
+        eid = self.experiment_id(paper)
+        with self._locked():
+            existing = self.find(paper, spec.id)
+            if existing is not None:
+                mid = existing.info.run_id
+                if existing.info.status != "RUNNING":
+                    self.client.update_run(mid, status="RUNNING")
+                return mid
+            if parent is not None:
+                tags = {**tags, "mlflow.parentRunId": parent}
+            run = self.client.create_run(eid, run_name=name, tags=tags)
         params = [Param(k, v) for k, v in _flatten(dataclasses.asdict(spec)).items()]
         for i in range(0, len(params), 100):
             self.client.log_batch(run.info.run_id, params=params[i:i + 100])

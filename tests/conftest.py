@@ -46,3 +46,14 @@ def tiny_specs(ci_manifest) -> dict[tuple[str, int], RunSpec]:
 def _threads():
     torch.set_num_threads(2)
     yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """Lab-scale tests (marker ``lab``: real Ray clusters, tracking servers, PostgreSQL, faults) run
+    only when a ``-m`` expression names them (``make test-lab``), never as part of ``make test``."""
+    if "lab" in (config.option.markexpr or ""):
+        return
+    lab = [i for i in items if i.get_closest_marker("lab") is not None]
+    if lab:
+        config.hook.pytest_deselected(items=lab)
+        items[:] = [i for i in items if i.get_closest_marker("lab") is None]
