@@ -2,6 +2,8 @@
 #   make reproduce-lamp [PROFILE=full|ci] [DOWNLOAD=1] [ARGS="--ray-address auto ..."]
 #   make report-lamp    [PROFILE=...]
 #   make test | make ui | make bench
+#   make test-lab                       lab-scale tests (Ray cluster, MLflow on PostgreSQL, faults, load)
+#   make tracking-server [PG_PORT=5433 MLFLOW_PORT=5001 TRACKING_DIR=.tracking] | make tracking-server-stop
 PYTHON  ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
@@ -11,21 +13,24 @@ RUN_ARGS := $(if $(DOWNLOAD),--download,) $(ARGS)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 PAPERS  := $(basename $(notdir $(wildcard paper_configs/*.yaml)))
 
-.PHONY: install system-deps test validate plan ui bench clean $(addprefix reproduce-,$(PAPERS)) $(addprefix report-,$(PAPERS))
+.PHONY: install system-deps test test-lab tracking-server tracking-server-stop validate plan ui bench clean $(addprefix reproduce-,$(PAPERS)) $(addprefix report-,$(PAPERS))
 
 install: $(VENV)/.installed system-deps
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,lab]'
 	touch $@
 
 # Offline data for tests and `ci` profiles: real Fashion-MNIST from Debian (30 MB, no download at run
-# time); Debian's chromium for the MLflow UI browser test.
+# time); Debian's chromium for the MLflow UI browser test; Debian's PostgreSQL (and curl) for the
+# tracking server (`make tracking-server`) and the lab tests.
 system-deps:
 	@missing=""; [ -f $(FASHION_MNIST) ] || missing="dataset-fashion-mnist"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v curl >/dev/null || missing="$$missing curl"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -34,6 +39,19 @@ system-deps:
 
 test: install
 	$(BIN)/python -m pytest
+
+# Lab scale (marker `lab`, never part of `make test`): concurrent drivers, a two-node Ray cluster with
+# token authentication, MLflow on PostgreSQL, worker/server/database faults, a 400-trial load grid.
+test-lab: install
+	$(BIN)/python -m pytest -m lab --durations=0
+
+# An MLflow tracking server on PostgreSQL (Debian's) with a local artifact store, on 127.0.0.1:
+# then `prunebench run ... --tracking-uri http://127.0.0.1:$${MLFLOW_PORT:-5001}`.
+tracking-server: install
+	scripts/tracking-server.sh start
+
+tracking-server-stop:
+	scripts/tracking-server.sh stop
 
 $(addprefix reproduce-,$(PAPERS)): reproduce-%: install
 	$(BIN)/prunebench run paper_configs/$*.yaml --profile $(PROFILE) $(RUN_ARGS)
@@ -51,9 +69,12 @@ ui: install
 	$(BIN)/prunebench ui
 
 bench: install
-	$(BIN)/python benchmarks/bench_train.py $(ARGS)
+	$(BIN)/python benchmarks/bench_train.py --record $(ARGS)
+	$(BIN)/python benchmarks/bench_fast_path.py --record
+	$(BIN)/python benchmarks/bench_packing.py --record
 	$(BIN)/python benchmarks/bench_dpf.py
 	$(BIN)/python benchmarks/bench_reference_loop.py
+	$(BIN)/python benchmarks/bench_overhead.py
 
 clean:
 	rm -rf runs ray_results mlflow.db mlartifacts

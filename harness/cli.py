@@ -11,6 +11,7 @@ from pathlib import Path
 
 from harness.config import ManifestError, RunSpec, expand, load, load_all, train_size
 from harness.data import DataError
+from harness.errors import ClusterError
 from harness.paths import Paths
 
 
@@ -35,6 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="list the runs a manifest expands to, without running anything")
     _manifest_args(p)
     p.add_argument("--ids", action="store_true", help="list every cell: run id, name, its training images and PFLOP")
+    p.add_argument("--device-name", default=None,
+                   help="estimate hours for this device of benchmarks/figures.json (default: this machine's GPU, "
+                        "or 'CPU <model> x<threads> threads')")
+    p.add_argument("--figures", default=None, help="benchmark figures file (default: benchmarks/figures.json)")
     p = sub.add_parser("run", help="run every grid cell (resumes), then write the report")
     _manifest_args(p)
     _store_args(p)
@@ -63,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"validate": cmd_validate, "plan": cmd_plan, "run": cmd_run, "report": cmd_report,
                 "ui": cmd_ui}[args.command](args)
-    except (ManifestError, DataError) as e:
+    except (ManifestError, DataError, ClusterError) as e:
         print(f"prunebench: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -105,6 +110,7 @@ def cmd_plan(args) -> int:
     dense_seen: set[str] = set()
     tot_runs = tot_dense = tot_img = 0
     tot_flop = 0.0
+    plan_rows = []  # (experiment, model, dataset, training images, a spec of the row) for the hours
     for (exp, model, ds), ss in groups.items():
         images = flop = 0
         n_dense = 0
@@ -124,6 +130,7 @@ def cmd_plan(args) -> int:
         tot_dense += n_dense
         tot_img += images
         tot_flop += flop
+        plan_rows.append((exp, model, ds, images, ss[0]))
         methods = ", ".join(dict.fromkeys(s.method for s in ss))
         print(f"{exp:<16} {model:<10} {n_params:>11,} {ds:<16} {len({s.seed for s in ss}):>5} {len(ss):>5} "
               f"{n_dense:>5} {images:>14,} {flop / 1e15:>9.2f}  {methods}")
@@ -139,6 +146,7 @@ def cmd_plan(args) -> int:
         print(f"  {', '.join(methods)}: {line}")
     print("compute: training FLOPs ≈ 6 × forward MACs × training images (dense kernels with masks), mask "
           "selection passes included; evaluation passes excluded")
+    _print_hours(m, plan_rows, args)
     if args.ids:  # every cell with its own compute (its shared dense pre-training listed, not counted)
         for s in specs:
             _, fwd = _model_cost(s.model.arch, s.model.width, s.num_classes)
@@ -146,6 +154,64 @@ def cmd_plan(args) -> int:
             dense = f"  dense {s.dense.id}" if s.dense else ""
             print(f"{s.id}  {run_name(s):<72} {own:>13,} images {6 * fwd * own / 1e15:>9.3f} PFLOP{dense}")
     return 0
+
+
+def _trials_per_device(res, cuda: bool, cores: int) -> int:
+    """How many trials of these resources share one device: 1/gpu on a GPU, cores/cpu on the CPU."""
+    share = res.gpu if cuda else res.cpu / max(cores, 1)
+    return max(1, int(1 / share + 1e-9)) if 0 < share < 1 else 1
+
+
+def _print_hours(m, plan_rows: list, args) -> None:
+    """Training hours of each row on this device from the latest benchmark figure of its model."""
+    import re
+
+    from harness.config import resources_for
+    from harness.figures import FIGURES, device_name, load_figures, lookup
+
+    path = Path(args.figures) if args.figures else FIGURES
+    figures = load_figures(path)
+    device = args.device_name or device_name()
+    cpu = re.fullmatch(r"CPU .* x(\d+) threads", device)  # device_name()'s CPU form; anything else is a GPU
+    cores = int(cpu.group(1)) if cpu else (os.cpu_count() or 1)
+    known = sorted({f["device"] for f in figures})
+
+    def on(threads: int) -> str:  # a CPU trial runs on as many threads as its resources.cpu
+        return re.sub(r"x\d+ threads$", f"x{threads} threads", device) if cpu else device
+
+    if not any(f["device"] in {device, *(on(t) for t in range(1, cores + 1))} for f in figures):
+        print(f"hours: no benchmark figure for device '{device}' in {path} (figures exist for: "
+              f"{'; '.join(known) or 'none'}); run `make bench` here or pass --device-name")
+        return
+    print(f"hours on {device} (training steps at the latest measured images/s of {path.name}, one trial at a "
+          f"time{' on its resources.cpu threads' if cpu else ''}; 'packed': the manifest's resources sharing the "
+          f"device, where measured; evaluation excluded):")
+    total = total_packed = 0.0
+    missing: list[str] = []
+    for exp, model, ds, images, s in plan_rows:
+        t, arch, width = s.training, s.model.arch, s.model.width
+        opts = dict(batch=t.batch_size, precision=t.precision, channels_last=t.channels_last, compile=t.compile)
+        res = resources_for(m, s)
+        fig = lookup(figures, arch, width, on(max(1, min(int(res.cpu), cores))), **opts) \
+            or lookup(figures, arch, width, device, **opts)
+        if fig is None:
+            missing.append(f"{model} ({arch} width {width:g})")
+            continue
+        hours = images / fig["images_per_s"] / 3600
+        total += hours
+        k = _trials_per_device(res, cpu is None, cores)
+        packed = lookup(figures, arch, width, device, trials=k, **opts) if k > 1 else None
+        packed_h = images / packed["images_per_s"] / 3600 if packed else hours
+        total_packed += packed_h
+        extra = f"; packed {k} per device: {packed['images_per_s']:,.0f} img/s -> {packed_h:,.2f} h" if packed else ""
+        threads = f", {' '.join(fig['device'].split()[-2:])}" if cpu else ""
+        print(f"  {exp:<16} {model:<10} {ds:<16} {hours:>10,.2f} h at {fig['images_per_s']:,.0f} img/s "
+              f"({fig['benchmark']}, batch {fig['batch']}, {fig['precision']}{threads}, {fig['date']}){extra}")
+    if missing:
+        print(f"  no figure on this device for: {', '.join(dict.fromkeys(missing))} (not in the total)")
+    print(f"  total: {total:,.2f} h one trial at a time" +
+          (f", {total_packed:,.2f} h packed" if total_packed != total else "") +
+          (" (rows with a figure only)" if missing else ""))
 
 
 def cmd_run(args) -> int:
@@ -167,6 +233,11 @@ def cmd_run(args) -> int:
     for name, step in out.diverged:
         print(f"prunebench: run diverged (non-finite loss or weights at step {step}): {name}; "
               f"it is marked FAILED/diverged in MLflow and as diverged in the report", file=sys.stderr)
+    held = [(name, who) for name, who in out.held if not _finished_now(paths, specs, name)]
+    if held:  # another driver of this work directory has them: it finishes and tracks them
+        print(f"prunebench: {len(held)} of {out.total} runs are being run by another driver, {held[0][1]}; "
+              f"re-run this command when it is done to get the report", file=sys.stderr)
+        return 3
     if out.unfinished:
         print(f"prunebench: interrupted: {len(out.unfinished)} of {out.total} runs unfinished; re-run the same "
               f"command to resume (finished runs and rounds are kept)", file=sys.stderr)
@@ -177,6 +248,14 @@ def cmd_run(args) -> int:
                                              tracking_uri=args.tracking_uri, out=None, check_against=None,
                                              acc_tol=5.0))
     return 0
+
+
+def _finished_now(paths: Paths, specs: list[RunSpec], name: str) -> bool:
+    """Whether the run called ``name`` (held by another driver earlier) is finished by now."""
+    from harness import experiment
+    from harness.tracking import run_name
+
+    return any(run_name(s) == name and experiment.finished(paths, s) for s in specs)
 
 
 def cmd_report(args) -> int:
