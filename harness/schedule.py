@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -304,6 +305,7 @@ def _evaluations(spec: RunSpec) -> int:
 
 TRIAL_RETRIES = int(os.environ.get("PRUNEBENCH_TRIAL_RETRIES", "3"))  # per trial, after a worker or node is lost
 ROW_KEY = "prunebench_row"  # a trial's report: one row as JSON
+ERROR_KEY = "prunebench_error"  # a trial's last report when its run raised: the traceback
 
 
 def _trainable(config: dict) -> None:
@@ -321,14 +323,18 @@ def _trainable(config: dict) -> None:
         tune.report({ROW_KEY: json.dumps(row)})
 
     ctx = _context(opts, report)
-    if config["kind"] == "dense":
-        try:
-            report(experiment.run_dense(dense_from_dict(config["spec"]), ctx,
-                                        build(EvalConfig, config["eval"], "<spec>", "eval")))
-        except Diverged:
-            pass  # marked on disk; the driver's callback tags the MLflow run
-    else:
-        experiment.run(RunSpec.from_dict(config["spec"]), ctx)
+    try:
+        if config["kind"] == "dense":
+            try:
+                report(experiment.run_dense(dense_from_dict(config["spec"]), ctx,
+                                            build(EvalConfig, config["eval"], "<spec>", "eval")))
+            except Diverged:
+                pass  # marked on disk; the driver's callback tags the MLflow run
+        else:
+            experiment.run(RunSpec.from_dict(config["spec"]), ctx)
+    except Exception:  # an error of the run itself: reported once, not retried (as Ray's tasks: only a
+        # lost worker or node is retried, through FailureConfig)
+        tune.report({ERROR_KEY: traceback.format_exc()})
 
 
 TOKEN_HELP = ("copy the cluster's token (`ray get-auth-token` on the head node prints it) to ~/.ray/auth_token on "
@@ -443,6 +449,7 @@ def _run_ray(dense_todo: list[_Job], todo: list[_Job], opts: Options, tracker: T
 
         def __init__(self, jobs: dict[str, _Job], bar, experiment: str):
             self.jobs, self.mlflow, self.bar, self.last, self.experiment = jobs, {}, bar, {}, experiment
+            self.errors: dict[str, str] = {}  # trial id -> traceback of a run that raised
 
         def __getstate__(self):  # Tune pickles its state; we never restore it (resume is ours)
             return {**self.__dict__, "bar": None}
@@ -458,6 +465,8 @@ def _run_ray(dense_todo: list[_Job], todo: list[_Job], opts: Options, tracker: T
                            f"{TRIAL_RETRIES + 1}); it resumes from its last checkpoint")
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
+            if ERROR_KEY in result:
+                self.errors[trial.trial_id] = result[ERROR_KEY]
             if ROW_KEY in result:
                 row = json.loads(result[ROW_KEY])
                 tracker.log_row(self.mlflow[trial.trial_id], row)
@@ -466,6 +475,12 @@ def _run_ray(dense_todo: list[_Job], todo: list[_Job], opts: Options, tracker: T
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             job = self.jobs[trial.config["job"]["id"]]
+            if trial.trial_id in self.errors:  # the run raised: FAILED at once, its traceback kept
+                where = opts.paths.ray_results / self.experiment / job.id / "error.txt"
+                where.parent.mkdir(parents=True, exist_ok=True)
+                where.write_text(self.errors[trial.trial_id])
+                self._failed(job, trial, self.errors[trial.trial_id], where)
+                return
             _close(tracker, self.mlflow[trial.trial_id], job, opts, paper, out)
             out.ran += job.kind == "run"
             r = self.last.get(trial.trial_id, {})
@@ -475,14 +490,17 @@ def _run_ray(dense_todo: list[_Job], todo: list[_Job], opts: Options, tracker: T
             self.bar.write(f"done  {job.name:<58} density {100 * r.get('density', float('nan')):6.2f}%  "
                            f"test acc {100 * r.get('test_acc', float('nan')):5.1f}%")
 
-        def on_trial_error(self, iteration, trials, trial, **info):
+        def on_trial_error(self, iteration, trials, trial, **info):  # its worker or node lost, retries spent
             job = self.jobs[trial.config["job"]["id"]]
-            tracker.close(self.mlflow[trial.trial_id], "FAILED")
-            lines = []
+            text = ""
             if trial.error_file and Path(trial.error_file).is_file():
-                lines = [l for l in Path(trial.error_file).read_text().splitlines() if l.strip()]
+                text = Path(trial.error_file).read_text()
+            self._failed(job, trial, text, opts.paths.ray_results / self.experiment / job.id / "error.txt")
+
+        def _failed(self, job: _Job, trial, text: str, where: Path) -> None:
+            tracker.close(self.mlflow[trial.trial_id], "FAILED")
+            lines = [l for l in text.splitlines() if l.strip()]
             last = lines[-1].strip() if lines else "unknown error"
-            where = opts.paths.ray_results / self.experiment / job.id / "error.txt"
             out.failed.append((job.name, f"{last} (traceback: {where})"))
             self.bar.write(f"FAILED {job.name}: {out.failed[-1][1]}")
 

@@ -3,6 +3,7 @@ committed reference, and resume after an interruption (one Ray start for the who
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 
 import pytest
@@ -38,21 +39,28 @@ def test_ci_profile_through_ray_mlflow_and_report(tmp_path, data_root, ci_manife
     run_dir = paths.run_dir("lamp", victim.id)
     round1 = read_jsonl(run_dir / "rows.jsonl")[1]
 
-    # 2. The same command as `prunebench run --profile ci`: finishes the grid through Ray.
+    # 2. The same command as `prunebench run --profile ci`: finishes the grid through Ray. One more
+    #    cell whose run raises (an unknown score at its first pruning step): FAILED once, not retried.
+    broken = dataclasses.replace(next(s for s in specs if s.method == "lamp" and s.seed == 0), score="no_such_score")
     opts = schedule.Options(paths=paths, data_root=data_root, executor="ray")
     try:
-        out = schedule.execute(m, specs, opts, log=lambda *_: None)
+        out = schedule.execute(m, specs + [broken], opts, log=lambda *_: None)
     finally:
         ray.shutdown()
-    assert out.failed == []
-    assert (out.total, out.ran, out.skipped) == (10, 10, 0)
+    assert [name for name, _ in out.failed] == [run_name(broken)] and "no_such_score" in out.failed[0][1]
+    assert (out.total, out.ran, out.skipped) == (11, 10, 0)
+    trial_dir = next(paths.ray_results.glob(f"*-runs-*/{broken.id}"))
+    assert "no_such_score" in (trial_dir / "error.txt").read_text()  # our traceback, written by the driver
+    assert not (trial_dir / "error.pkl").exists()  # Tune never saw a failure: no retry of a deterministic error
+    failed_run = tracker.find(m.paper.key, broken.id)
+    assert failed_run.info.status == "FAILED"
     assert out.dense_trained == 1  # seed 1's dense model was cached by the interrupted run
 
     # 3. MLflow: one run per grid cell and per dense model, no duplicates, all finished,
     #    one metric entry per round (the interrupted run's replayed rounds were not re-logged).
     exp = tracker.client.get_experiment_by_name("lamp")
     every = tracker.client.search_runs([exp.experiment_id], max_results=1000)
-    runs = [r for r in every if RUN_ID_TAG in r.data.tags]  # the grid; the rest are grouping runs
+    runs = [r for r in every if RUN_ID_TAG in r.data.tags and r.data.tags[RUN_ID_TAG] != broken.id]  # the grid
     assert sorted(r.info.run_name for r in every if RUN_ID_TAG not in r.data.tags) == [
         "cifar10_main · ci", "dense pre-trainings · ci"]  # the report run comes with `prunebench report`
     ids = Counter(r.data.tags[RUN_ID_TAG] for r in runs)
@@ -91,4 +99,4 @@ def test_ci_profile_through_ray_mlflow_and_report(tmp_path, data_root, ci_manife
     # 6. Re-running the finished grid does nothing (no Ray start, no new MLflow runs).
     again = schedule.execute(m, specs, opts, log=lambda *_: None)
     assert (again.ran, again.skipped) == (0, 10)
-    assert len(tracker.client.search_runs([exp.experiment_id], max_results=1000)) == 14
+    assert len(tracker.client.search_runs([exp.experiment_id], max_results=1000)) == 14 + 1  # + the failed cell
