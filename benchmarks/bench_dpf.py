@@ -27,20 +27,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from harness.models import build_model  # noqa: E402
 from harness.pruning import scores  # noqa: E402
 from harness.pruning.masks import MaskSet  # noqa: E402
+from harness.train import sync  # noqa: E402
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def _time(fn, device: torch.device, repeat: int) -> float:
     fn()
-    _sync(device)
+    sync(device)
     t = time.perf_counter()
     for _ in range(repeat):
         fn()
-    _sync(device)
+    sync(device)
     return (time.perf_counter() - t) / repeat
 
 

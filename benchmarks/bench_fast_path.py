@@ -29,7 +29,7 @@ from harness.data import DeviceData  # noqa: E402
 from harness.figures import device_name, entry, record  # noqa: E402
 from harness.models import build_model  # noqa: E402
 from harness.pruning.masks import MaskHook, MaskSet  # noqa: E402
-from harness.train import FastPath, make_optimizer, train  # noqa: E402
+from harness.train import FastPath, make_optimizer, train, sync  # noqa: E402
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
 VARIANTS = {  # name -> (precision, channels_last, compile)
@@ -40,10 +40,6 @@ VARIANTS = {  # name -> (precision, channels_last, compile)
     "bf16+channels_last+compile": ("bf16", True, True),
 }
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main() -> int:
@@ -87,10 +83,10 @@ def main() -> int:
         for t in range(args.trials):
             for v in args.variants:
                 r = runs[v]
-                _sync(device)
+                sync(device)
                 t0 = time.perf_counter()
                 train(r["model"], data, steps=steps, seed=t + 1, **r["kw"])
-                _sync(device)
+                sync(device)
                 r["rates"].append(steps * args.batch / (time.perf_counter() - t0))
         base = statistics.median(runs["fp32"]["rates"]) if "fp32" in runs else None
         print(f"{arch} (width {width:g}):")

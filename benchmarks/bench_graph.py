@@ -31,11 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from harness.models import build_model  # noqa: E402
 from harness.pruning import graph  # noqa: E402
 from harness.pruning.masks import prunable_parameters  # noqa: E402
+from harness.train import sync  # noqa: E402
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def _timed(fn, device: torch.device, repeat: int) -> tuple[float, object]:
@@ -44,10 +41,10 @@ def _timed(fn, device: torch.device, repeat: int) -> tuple[float, object]:
         fn()
     best, out = float("inf"), None
     for _ in range(repeat):
-        _sync(device)
+        sync(device)
         t = time.perf_counter()
         out = fn()
-        _sync(device)
+        sync(device)
         best = min(best, time.perf_counter() - t)
     return best, out
 

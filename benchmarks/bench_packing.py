@@ -36,15 +36,11 @@ from harness.data import DeviceData  # noqa: E402
 from harness.figures import device_name, entry, record  # noqa: E402
 from harness.models import build_model  # noqa: E402
 from harness.pruning.masks import MaskHook, MaskSet  # noqa: E402
-from harness.train import FastPath, make_optimizer, train  # noqa: E402
+from harness.train import FastPath, make_optimizer, train, sync  # noqa: E402
 
 ARCH = "resnet20_cifar_optb"
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _trial(rank: int, cfg: dict, barrier, out) -> None:
@@ -65,7 +61,7 @@ def _trial(rank: int, cfg: dict, barrier, out) -> None:
               precision=cfg["precision"], fast=fast)
     spe = cfg["n"] // cfg["batch"]
     train(model, data, steps=cfg["warmup"], seed=0, **kw)
-    _sync(device)
+    sync(device)
     barrier.wait()
     t0 = time.perf_counter()
     steps = epoch = 0
@@ -73,7 +69,7 @@ def _trial(rank: int, cfg: dict, barrier, out) -> None:
         epoch += 1
         train(model, data, steps=spe, seed=epoch, **kw)
         steps += spe
-    _sync(device)
+    sync(device)
     dt = time.perf_counter() - t0
     out.put((rank, steps * cfg["batch"], dt, fast.compile_s))
 

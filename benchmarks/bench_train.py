@@ -35,15 +35,11 @@ from harness.metrics import macs  # noqa: E402
 from harness.models import MODELS, build_model  # noqa: E402
 from harness.pruning.masks import MaskSet  # noqa: E402
 from harness.figures import device_name, entry, record  # noqa: E402
-from harness.train import FastPath, make_optimizer, train  # noqa: E402
+from harness.train import FastPath, make_optimizer, train, sync  # noqa: E402
 
 PEAK_BF16 = 798e12  # measured H100/H200 dense bf16 GEMM ceiling (common.md §5.1)
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def synthetic_cifar(n: int, device: torch.device) -> DeviceData:
@@ -67,19 +63,19 @@ def bench_model(arch: str, data: DeviceData, *, width: float, batch: int, steps:
               precision=precision, fast=fast)
     train(model, data, steps=warmup, seed=0, **kw)
     compile_s = fast.compile_s
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     train(model, data, steps=steps, seed=1, **kw)
-    _sync(device)
+    sync(device)
     dt = time.perf_counter() - t0
     img_s = steps * batch / dt
     # mask re-application alone, per step
     reps = 50
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     for _ in range(reps):
         masks.apply_()
-    _sync(device)
+    sync(device)
     mask_ms = (time.perf_counter() - t0) / reps * 1e3
     fwd_macs = macs(model)[0]
     row = {"model": arch, "width": width, "batch": batch, "steps": steps, "images_per_s": round(img_s, 1),
@@ -96,11 +92,11 @@ def bench_model(arch: str, data: DeviceData, *, width: float, batch: int, steps:
 def bench_augmentation(data: DeviceData, reps: int = 3) -> float:
     gen = torch.Generator(device=data.device).manual_seed(0)
     data.augmented_epoch(gen)
-    _sync(data.device)
+    sync(data.device)
     t0 = time.perf_counter()
     for _ in range(reps):
         data.augmented_epoch(gen)
-    _sync(data.device)
+    sync(data.device)
     return (time.perf_counter() - t0) / reps * 1e3
 
 

@@ -203,7 +203,8 @@ def _forward_loss(model: nn.Module, device: torch.device, precision: str, fast: 
     return torch.compile(forward_loss, dynamic=False)
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); nothing on the CPU. For timings (compile time, benchmarks)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -283,13 +284,13 @@ def train(model: nn.Module, data: DeviceData, *, steps: int, optimizer: torch.op
             compiling = fast.compile and tuple(x.shape) not in compiled_shapes
             if compiling:  # the one host sync of a compiled stage's first step of each shape
                 compiled_shapes.add(tuple(x.shape))
-                _sync(device)
+                sync(device)
                 t0 = time.perf_counter()
             out, loss = forward_loss(x, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if compiling:
-                _sync(device)
+                sync(device)
                 fast.compile_s += time.perf_counter() - t0
             hooks.before_optimizer_step(step)
             optimizer.step()
