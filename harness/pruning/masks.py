@@ -104,8 +104,12 @@ class MaskSet:
 
     def select_(self, scores: list[torch.Tensor], allocation: str, *, amount: float | None = None,
                 density: float | None = None, eligible: str = "unmasked") -> dict[str, int]:
-        """Re-select the masks from ``scores`` and apply them; returns ``{"pruned", "regrown"}``:
-        entries newly masked and entries unmasked again (0 for nested pruning).
+        """Re-select the masks from ``scores``; returns ``{"pruned", "regrown"}``: entries newly
+        masked and entries unmasked again (0 for nested pruning).
+
+        Only the masks change: the weights are left as they are, so a method that may bring a
+        pruned entry back (DPF's dense weights, iterative SNIP's initial weights) still has its
+        value. A caller whose method zeroes pruned weights calls :meth:`apply_` (``prune_`` does).
 
         Give ``amount`` (fraction of the eligible entries to remove) or ``density`` (absolute
         fraction of the whole prunable set to keep, ``round(density * N)`` entries)."""
@@ -120,14 +124,15 @@ class MaskSet:
                  "regrown": sum(int((m & ~o).sum()) for o, m in zip(old.values(), new))}
         self.masks = {n: m for n, m in zip(self.params, new)}
         self._refresh()
-        self.apply_()
         return stats
 
     def prune_(self, score: str, allocation: str, amount: float, inputs: score_registry.ScoreInputs | None = None) -> dict[str, int]:
         """One nested pruning step (remove ``amount`` of the unmasked entries) through the shared
-        score -> allocation -> mask pipeline."""
+        score -> allocation -> mask pipeline; the pruned weights are zeroed."""
         scores = score_registry.compute(score, inputs or self.score_inputs())
-        return self.select_(scores, allocation, amount=amount)
+        stats = self.select_(scores, allocation, amount=amount)
+        self.apply_()
+        return stats
 
     def set_masks_(self, masks: dict[str, torch.Tensor]) -> None:
         self.masks = {n: masks[n].to(device=p.device, dtype=torch.bool) for n, p in self.params.items()}

@@ -121,8 +121,9 @@ class AtInit(SingleStage):
                 s = scores.compute(spec.score, inputs)
                 if p.draw == "bernoulli":
                     self._bernoulli(masks, s, spec.allocation, density, gen)
-                else:
+                else:  # every round re-scores all entries against the initial weights (pruned ones can return)
                     masks.select_(s, spec.allocation, density=density ** (r / p.rounds), eligible="all")
+            masks.apply_()
         finally:
             model.train()
             model.zero_grad(set_to_none=True)

@@ -187,6 +187,7 @@ class Dynamic(SingleStage):
             inputs = masks.score_inputs(model, generator=gen)
             masks.select_(scores.compute("random", inputs), p.initial,
                           density=1.0 - (spec.target_sparsity or 0.0), eligible="all")
+            masks.apply_()
         spe = steps_per_epoch(data.n_train, t.batch_size, t.drop_last)
         total = duration_steps(t.pretrain, spe)
         every = max(1, duration_steps(p.update_every, spe))

@@ -62,9 +62,10 @@ class CubicMaskHook(StageHook):
         if self.feedback:  # re-select over all entries, scored on the dense weights
             stats = self.masks.select_(scores.compute(self.score, inputs, dense=True), self.allocation,
                                        density=self.target_density(t), eligible="all")
-        else:
+        else:  # nested: the newly pruned weights are zeroed at once (the gradient stays masked)
             stats = self.masks.select_(scores.compute(self.score, inputs), self.allocation,
                                        density=min(self.target_density(t), self.masks.density()))
+            self.masks.apply_()
         self.updates += 1
         self.reactivation.add(stats["regrown"])
 
