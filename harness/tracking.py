@@ -9,7 +9,8 @@ Rows (see :mod:`harness.pruning.methods.base`) are logged with every numeric val
 a ``round`` or ``epoch`` row at MLflow step = its index (plus the index itself as the metric
 ``round``/``epoch``, the x-axis for the UI's charts), the ``final`` row as ``final/<metric>``;
 a nested dict of numbers (per-layer values) as ``<key>/<name>``; a round row's per-epoch evaluations
-(``epochs``, AP's recorded retraining) as ``retrain/<metric>`` on one continuous epoch axis.
+(``epochs``, AP's recorded retraining) as ``retrain/<metric>`` on one continuous epoch axis; a
+``snapshot`` row (``eval.snapshots``) as ``snapshot/<metric>`` at MLflow step = the training step.
 A diverged run is FAILED with the tags ``prunebench.diverged`` and ``prunebench.diverged_step``.
 
 For the MLflow UI: each paper's experiment is marked a model-training experiment; a run has a
@@ -46,6 +47,7 @@ DIVERGED_TAG = "prunebench.diverged"
 DIVERGED_STEP_TAG = "prunebench.diverged_step"
 FINAL = "final/"
 RETRAIN = "retrain/"  # per-epoch metrics of a round's recorded retraining (AP), their own x-axis
+SNAPSHOT = "snapshot/"  # snapshot rows (eval.snapshots): their own x-axis, the training step
 PATH_TAG = "prunebench.path"
 GROUP_TAG = "prunebench.group"  # set on the parent runs that group a (profile, paper experiment)
 REPORT_TAG = "prunebench.report"  # set on the run holding a profile's report
@@ -298,9 +300,9 @@ class Tracker:
         if logged is None:
             run = self.client.get_run(mlflow_run_id)
             logged = {("final", 0)} if any(k.startswith(FINAL) for k in run.data.metrics) else set()
-            for axis in ("round", "epoch"):
-                if axis in run.data.metrics:
-                    logged |= {(axis, m.step) for m in self.client.get_metric_history(mlflow_run_id, axis)}
+            for axis, key in (("round", "round"), ("epoch", "epoch"), ("snapshot", SNAPSHOT + "step")):
+                if key in run.data.metrics:
+                    logged |= {(axis, m.step) for m in self.client.get_metric_history(mlflow_run_id, key)}
             self._logged_steps[mlflow_run_id] = logged
         return logged
 
@@ -314,6 +316,9 @@ class Tracker:
         values = _numeric(row)
         if axis == "final":
             metrics = [Metric(FINAL + k, v, ts, 0) for k, v in values.items()]
+        elif axis == "snapshot":  # the step metric last, as the axis metric of the other rows
+            metrics = [Metric(SNAPSHOT + k, v, ts, index) for k, v in values.items()] + [
+                Metric(SNAPSHOT + "step", float(index), ts, index)]
         else:  # the row's own metrics last: a write cut short is re-sent whole (the row is not marked logged)
             metrics = _epoch_metrics(row, ts) + [Metric(k, v, ts, index) for k, v in values.items()] + [
                 Metric(axis, float(index), ts, index)]
@@ -364,6 +369,11 @@ class Tracker:
             elif key.startswith(RETRAIN):
                 for m in self.client.get_metric_history(mlflow_run_id, key):
                     out.setdefault("retrain", {}).setdefault(m.step, {})[key[len(RETRAIN):]] = m.value
+            elif key.startswith(SNAPSHOT):
+                if key == SNAPSHOT + "step":
+                    continue
+                for m in self.client.get_metric_history(mlflow_run_id, key):
+                    out.setdefault("snapshot", {}).setdefault(m.step, {})[key[len(SNAPSHOT):]] = m.value
             elif key not in ("round", "epoch"):
                 for m in self.client.get_metric_history(mlflow_run_id, key):
                     out.setdefault(axis, {}).setdefault(m.step, {})[key] = m.value

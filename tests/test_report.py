@@ -84,7 +84,9 @@ def test_lamp_ci_claim_and_paper_values(manifest, specs, results, tmp_path):
         experiment="cifar10_main", models=("vgg16_w8",), methods=("lamp",), rounds=(1, 2, 3), value=None),))
     (res,) = report.evaluate_claims(m, report.aggregate(m, specs, results))
     assert res.outcome == report.HELD
-    assert res.evidence == "lamp >= global, uniform, uniform_plus, erk on test_acc at all 2 compared cells (8 comparisons)"
+    assert res.evidence == ("lamp >= global, uniform, uniform_plus, erk on test_acc at all 2 compared cells (8 comparisons) "
+                            "[compared lamp with global, uniform, uniform_plus, erk: vgg16_w8 at 64.0%, 51.2%; "
+                            "window: remaining weights <= 70%]")
     report.build(m, specs, results, tmp_path)
     lamp_row = next(line for line in (tmp_path / "README.md").read_text().splitlines()
                     if line.startswith("| `vgg16_w8` | `lamp` |"))

@@ -78,7 +78,9 @@ def test_readme(grid, tmp_path):
                  "Profile `ci` of `toy.yaml` (manifest digest `0123456789abcdef`).",
                  "## How to read this", "*By round* tables", "*By sparsity* tables", "*Paired* tables",
                  "a ≥ b − margin", "gap ≤ k·se, se = sqrt(sd_a²/n_a + sd_b²/n_b)", "fewer than 2 seeds",
-                 "## LAMP: accuracy | remaining weights", "Experiment `lamp_main`: datasets `cifar10`; seeds 0, 1.",
+                 "## LAMP: accuracy | remaining weights",
+                 "Ran: cifar10 · vgg16_bn · dense 20it, then 5it per round at batch 100 · seeds 0, 1 (experiment "
+                 "`lamp_main`, datasets `cifar10`).",
                  "| model | method | n | 100% | 80.0% | 64.0% | 51.2% |",
                  "|:---|:---|---:|---:|---:|---:|---:|",
                  "| `vgg16` | `lamp` | 2 | 90.3 ± 0.4 | 88.2 ± 0.4 | 86.2 ± 0.4 (paper 90.0, Δ -3.8 ✗) | 84.2 ± 0.4 |",
@@ -87,12 +89,13 @@ def test_readme(grid, tmp_path):
                  "Cell value: `test_acc` (%); extra columns: `best_test_acc` (%).",
                  "| `wrn28_2` | 90% | 90.00% | 89.60% | 2 | 94.2 ± 0.4 | 95.2 ± 0.4 | 86.2 ± 0.4 (reference 91.0, Δ -4.8) | 87.2 ± 0.4 |",
                  "| `vgg16` | `global` | `global_ap` | 2 |",
-                 "## Claims", "| `lamp_wins` | LAMP beats global | **held** |",
+                 "## Claims", "| `lamp_wins` | LAMP beats global | cifar10 · vgg16_bn · dense 20it, then 5it per round at batch 100 · seeds 0, 1 | **held** |",
                  "Not evaluated (their experiments are not part of profile `ci`): `dormant_one`.",
                  "## Deviations from the paper and its code", "- **toy**: a toy reason"):
         assert text in readme, text
     assert "LAMP: accuracy \\| remaining" not in readme  # headings are not table cells
-    for text in ("Incomplete report", "## Missing runs", "## Diverged runs", "/somewhere"):
+    for text in ("Incomplete report", "## Missing runs", "## Diverged runs", "## Collapsed runs", "/somewhere",
+                 "Diverged runs*", "Collapsed runs*"):
         assert text not in readme, text
 
 
@@ -139,7 +142,7 @@ def test_results_csv(grid, tmp_path):
     report.build(m, specs, res, tmp_path)
     rows = _csv(tmp_path / "results.csv")
     assert list(rows[0]) == ["experiment", "dataset", "model", "method", "target_sparsity", "axis", "index",
-                             "remaining", "n", "diverged", "test_acc_mean", "test_acc_std",
+                             "remaining", "n", "diverged", "collapsed", "test_acc_mean", "test_acc_std",
                              "best_test_acc_mean", "best_test_acc_std", "density_mean", "density_std",
                              "density_all_mean", "density_all_std", "reactivated_mean", "reactivated_std",
                              "paper_value", "paper_tolerance", "paper_diff",

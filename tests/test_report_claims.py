@@ -87,7 +87,8 @@ def test_issue_example_lamp_vs_global_with_three_seeds_is_within_noise():
 def test_claim_held_counts_cells_in_the_density_range():
     r = _setup({"global": [[0.7, 0.7, 0.7, 0.7]] * 2, "lamp": [[0.7, 0.71, 0.72, 0.70]] * 2}, max_density=0.7)
     assert r.outcome == HELD
-    assert r.evidence == "lamp >= global on test_acc at all 2 compared cells"  # 0.64, 0.512 (and a tie at round 3)
+    assert r.evidence == ("lamp >= global on test_acc at all 2 compared cells "  # 0.64, 0.512 (and a tie at round 3)
+                          "[compared lamp with global: vgg16 at 64.0%, 51.2%; window: remaining weights <= 70%]")
 
 
 def test_claim_failed_names_cells_values_n_and_threshold():
@@ -163,7 +164,8 @@ def test_diverged_cells_are_not_judged_and_are_named():
     res[lamp1.id] = run({}, status="FAILED", diverged=True, step=7)
     (r,) = report.evaluate_claims(m, report.aggregate(m, specs, res))
     assert r.outcome == NOT_ENOUGH_DATA
-    assert r.evidence == "every comparable cell has diverged seeds: 1 comparison with diverged seeds (vgg16, final (10.0% remaining) vs global)"
+    assert r.evidence == ("every comparable cell has diverged or collapsed seeds (vgg16, final (10.0% remaining) vs "
+                          "global (lamp diverged 1/2)); window: remaining weights <= 100%")
 
 
 def test_result_rows_are_rounds_or_final_never_epochs():

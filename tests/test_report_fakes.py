@@ -3,7 +3,7 @@ RunSpec with the fields the report reads, a fake tracker and RunResult helpers."
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 from harness.config.schema import Claim, Deviation, ExpectedCells, Experiment, Layout, Manifest, PaperInfo
@@ -14,8 +14,22 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @dataclass(frozen=True)
 class FakeProc:
+    axis: str = "round"
+
     def planned_rows(self, spec: "FakeSpec") -> list[tuple[str, int]]:
         return list(spec.planned)
+
+
+def _dataset() -> SimpleNamespace:
+    return SimpleNamespace(source="cifar10", train_subset=None, test_subset=None)
+
+
+def _model() -> SimpleNamespace:
+    return SimpleNamespace(arch="vgg16_bn", width=1.0)
+
+
+def _training() -> SimpleNamespace:
+    return SimpleNamespace(pretrain="20it", retrain="5it", batch_size=100)
 
 
 @dataclass(frozen=True)
@@ -30,6 +44,15 @@ class FakeSpec:
     target_sparsity: float | None = None
     planned: tuple[tuple[str, int], ...] = ()
     paper: str = "toy"
+    num_classes: int = 0  # 0: chance unknown (no collapse marking)
+    procedure: str = "iterative"
+    dataset: SimpleNamespace = field(default_factory=_dataset)  # what the report's "Ran:" line reads
+    model: SimpleNamespace = field(default_factory=_model)
+    training: SimpleNamespace = field(default_factory=_training)
+
+    @property
+    def dense(self) -> object | None:
+        return object() if self.planned and self.planned[0] == ("round", 0) else None
 
     @property
     def id(self) -> str:
@@ -64,8 +87,8 @@ def manifest(*experiments: Experiment, expected=(), claims=(), deviations=(Devia
                     path="/somewhere/toy.yaml", digest="0123456789abcdef")
 
 
-def specs_for(e: Experiment, planned, targets=(None,)) -> list[FakeSpec]:
-    return [FakeSpec(e.name, method, model, seed, dataset, t, tuple(planned))
+def specs_for(e: Experiment, planned, targets=(None,), num_classes: int = 0) -> list[FakeSpec]:
+    return [FakeSpec(e.name, method, model, seed, dataset, t, tuple(planned), num_classes=num_classes)
             for model in e.models for dataset in e.datasets for method in e.methods for t in targets for seed in e.seeds]
 
 

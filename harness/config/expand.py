@@ -146,6 +146,8 @@ def resolve_cell(m: Manifest, e: Experiment, model_key: str, method_key: str, wh
         check_duration(d, f"eval.epochs[{j}]", err)
     if ev.every is not None:
         check_duration(ev.every, "eval.every", err)
+    if ev.snapshots is not None:
+        check_duration(ev.snapshots, "eval.snapshots", err)
     pruning = dict(base["pruning"])
     prunable = build(typing.get_type_hints(PruningConfig)["prunable"], pruning.pop("prunable", None),
                      where, f"{key} (resolved).pruning.prunable")

@@ -46,7 +46,10 @@ def load(path: str | Path, profile: str = "full") -> Manifest:
     m = build(Manifest, merged, where, "")
     check(m, where)
     digest = hashlib.sha256((text + "\0" + profile).encode()).hexdigest()[:16]
-    return dataclasses.replace(m, profile=profile, path=str(Path(path).resolve()), digest=digest)
+    own = {e.get("name"): e.get("title") for e in raw.get("experiments") or [] if isinstance(e, dict)}
+    exps = tuple(dataclasses.replace(e, paper_title=own.get(e.name)) if own.get(e.name) not in (None, e.title) else e
+                 for e in m.experiments)
+    return dataclasses.replace(m, experiments=exps, profile=profile, path=str(Path(path).resolve()), digest=digest)
 
 
 def load_all(path: str | Path, profile: str | None = None) -> list[Manifest]:
@@ -321,6 +324,21 @@ def check(m: Manifest, where: str) -> None:
             err(f"claims[{i}].min_density", f"expected a density in [0, max_density], got {c.min_density}")
         if c.noise.k < 0:
             err(f"claims[{i}].noise.k", f"expected >= 0, got {c.noise.k}")
+        if c.kind == "compare" and not c.b:
+            err(f"claims[{i}].b", "expected at least one baseline method to compare with")
+        if c.kind == "fails" and (c.b or c.margin < 0):
+            err(f"claims[{i}]", "a 'fails' claim names no baseline (b) and a margin >= 0 (points above chance)")
+        if c.kind == "correlation":
+            if not c.against:
+                err(f"claims[{i}].against", "expected the metric the claim's metric correlates with")
+            if not 0 <= c.min_r <= 1:
+                err(f"claims[{i}].min_r", f"expected a coefficient in [0, 1], got {c.min_r}")
+            if c.bootstrap < 100:
+                err(f"claims[{i}].bootstrap", f"expected at least 100 resamples, got {c.bootstrap}")
+        elif c.against is not None:
+            err(f"claims[{i}].against", f"only a 'correlation' claim has a second metric (kind is '{c.kind}')")
+        if c.margin < 0:
+            err(f"claims[{i}].margin", f"expected points >= 0, got {c.margin}")
 
 
 def _method(m: Manifest, key: str):

@@ -103,6 +103,8 @@ class EvalConfig:
     train_augmented: bool = True  # LAMP measures train accuracy on augmented images
     epochs: tuple[str, ...] = ()  # single-stage procedures: extra evaluations at these durations
     every: str | None = None  # ... or every this often (e.g. "1ep"); the end is always evaluated
+    snapshots: str | None = None  # single-stage procedures: every this often (e.g. "1500it") a `snapshot` row: the
+    #                               mask-graph metrics of the current mask and the model's accuracy at that step
     graph: GraphParams = GraphParams()  # mask-graph metrics of every run's final mask (pags.md 3.3)
 
 
@@ -149,6 +151,7 @@ class Layout:
     columns: tuple[str, ...] = ()  # extra tracked metrics shown beside it
     pairs: tuple[tuple[str, str], ...] = ()
     dense_method: str | None = None  # by_sparsity: the method whose runs are the dense column
+    collapse_points: float = 5.0  # a seed ending within this many points of chance while its dense model learned
 
 
 @dataclass(frozen=True)
@@ -166,6 +169,7 @@ class Experiment:
     resources: Resources | None = None
     layout: Layout = Layout()
     note: str | None = None
+    paper_title: str | None = None  # the manifest's own title when a profile retitles it (not a YAML key)
 
 
 @dataclass(frozen=True)
@@ -204,16 +208,33 @@ class NoiseRule:
     k: float = 2.0
 
 
+CLAIM_KINDS = ("compare", "fails", "reaches_dense", "correlation")
+
+
 @dataclass(frozen=True)
 class Claim:
-    """``a`` is at least ``b`` (mean of ``metric``, within ``margin`` points) at every
-    recorded density <= ``max_density``, for each listed model of ``experiment``."""
+    """A paper's statement in checkable form, over the result cells of ``experiment`` whose mean
+    density of ``a`` lies in ``[min_density, max_density]`` (for each listed model, or all):
+
+    * ``compare`` (default): ``a`` is at least each of ``b`` on ``metric`` (within ``margin``
+      points; at most, when ``higher_is_better`` is false), judged against the seeds' noise;
+    * ``fails``: ``a`` does not converge: every seed of every compared cell diverged or ended
+      within ``margin`` points of chance (1 / classes);
+    * ``reaches_dense``: ``a`` is within ``margin`` points of the dense model (``b``: the dense
+      method's runs; empty: ``a``'s own round 0), judged against the seeds' noise;
+    * ``correlation``: over a population (``population``: every seed's result rows, or every
+      ``snapshots`` row of every seed) of ``a`` (and ``b``), ``metric`` correlates with ``against``
+      (``statistic`` Pearson or Spearman) with coefficient >= ``min_r`` (<= -``min_r`` when
+      ``higher_is_better`` is false); a bootstrap over the population (``bootstrap`` resamples)
+      gives the 95% interval that separates *held* from *within noise*.
+    """
 
     id: str
     text: str
     experiment: str
     a: str
-    b: tuple[str, ...]
+    b: tuple[str, ...] = ()
+    kind: Literal["compare", "fails", "reaches_dense", "correlation"] = "compare"
     max_density: float = 1.0
     min_density: float = 0.0
     margin: float = 0.0
@@ -221,6 +242,11 @@ class Claim:
     higher_is_better: bool = True
     noise: NoiseRule = NoiseRule()
     models: tuple[str, ...] = ()
+    against: str | None = None  # correlation: the second metric
+    population: Literal["runs", "snapshots"] = "runs"  # correlation: what one point is
+    statistic: Literal["pearson", "spearman"] = "pearson"
+    min_r: float = 0.5
+    bootstrap: int = 1000
     source: str | None = None
 
 
@@ -259,4 +285,4 @@ class Manifest:
         return next(e for e in self.experiments if e.name == name)
 
 
-NOT_YAML = {"Manifest": ("profile", "path", "digest"), "PruningConfig": ("sections",)}
+NOT_YAML = {"Manifest": ("profile", "path", "digest"), "PruningConfig": ("sections",), "Experiment": ("paper_title",)}

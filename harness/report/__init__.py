@@ -63,7 +63,7 @@ def build(manifest: Manifest, specs: list[Any], results: Mapping[str, RunResult]
     specs = list(specs)
     results = dict(results)
     cs = aggregate(manifest, specs, results)
-    claims = evaluate_claims(manifest, cs)
+    claims = evaluate_claims(manifest, cs, results, specs)
     tabs = tables(manifest, cs)
     missing = missing_runs(specs, results)
     plots = {}

@@ -4,6 +4,10 @@ One cell per group (experiment, dataset, model, method, target sparsity) and row
 ``mean ± std`` (sample standard deviation) and ``n`` of any metric the runs logged. Every planned
 row of a group gets a cell, so a run without data shows up as ``n = 0``. A seed that diverged
 before reaching a row (or a diverged run's final row) is counted in ``diverged``, never averaged.
+A seed whose result row (a pruning round after the dense one, or the final row) ends within
+``layout.collapse_points`` of chance (1 / classes) on ``test_acc`` while its dense model learned
+(beyond that band: the run's round 0, else the seed's run of the layout's dense method, else the
+run's own best evaluated epoch) *collapsed*: counted in ``collapsed``, never averaged either.
 
 Display units live here too: an accuracy (a metric named ``*_acc`` or ``*_acc_*``, e.g.
 ``test_acc_at_best_val``) whose values are fractions in [0, 1] is
@@ -25,7 +29,7 @@ if TYPE_CHECKING:
     from harness.config.schema import ExpectedCells, Manifest
 
 DASH = "—"
-AXES = ("round", "epoch", "final")  # row order within a group; unknown axes follow, by name
+AXES = ("round", "epoch", "snapshot", "final")  # row order within a group; unknown axes follow, by name
 EPS = 1e-9  # for densities only (0.8 ** 3 is 0.5120000000000001); values are compared exactly
 
 
@@ -68,9 +72,16 @@ class Cell:
     axis: str
     index: int
     n_planned: int  # seeds in the group
-    n: int  # seeds with this row (diverged ones excluded)
+    n: int  # seeds with this row (diverged and collapsed ones excluded)
     diverged: int  # seeds that diverged before this row (or at the end, for "final")
     metrics: Mapping[str, Stat] = field(default_factory=dict)  # metric -> Stat, every metric logged
+    collapsed: int = 0  # seeds that ended within the layout's collapse band of chance while their dense model learned
+    chance: float | None = None  # 1 / classes
+
+    @property
+    def excluded(self) -> bool:
+        """Some seed diverged or collapsed: the cell is shown as such and never compared."""
+        return bool(self.diverged or self.collapsed)
 
     def stat(self, metric: str) -> Stat:
         return self.metrics.get(metric) or Stat()
@@ -144,44 +155,89 @@ def sort_key(manifest: Manifest):
     return key
 
 
+def _acc(row: Mapping[str, float] | None) -> float | None:
+    v = finite([row.get("test_acc")]) if row else []
+    return v[0] if v else None
+
+
+def learned_reference(manifest: Manifest, specs: list[Any], results: Mapping[str, RunResult]) -> dict[str, float]:
+    """RunSpec.id -> the test accuracy its dense model reached: the run's round 0, else the same seed's run of the
+    layout's dense method (same experiment, dataset, model), else the run's own best evaluated epoch."""
+    dense_method = {e.name: e.layout.dense_method for e in manifest.experiments}
+    by_key = {(s.experiment, s.dataset_key, s.model_key, s.seed, s.method): s for s in specs}
+    out: dict[str, float] = {}
+    for s in specs:
+        r = results.get(s.id)
+        ref = _acc(r.row("round", 0)) if r is not None else None
+        dm = dense_method.get(s.experiment)
+        d = by_key.get((s.experiment, s.dataset_key, s.model_key, s.seed, dm)) if dm and dm != s.method else None
+        if ref is None and d is not None and results.get(d.id) is not None:
+            ref = _acc(results[d.id].row("final", 0))
+        if ref is None and r is not None:
+            epochs = [a for a in (_acc(v) for v in r.rows.get("epoch", {}).values()) if a is not None]
+            ref = max(epochs) if epochs else None
+        if ref is not None:
+            out[s.id] = ref
+    return out
+
+
+def is_collapsed(axis: str, index: int, row: Mapping[str, float] | None, chance: float, reference: float | None,
+                 points: float) -> bool:
+    """A result row (round >= 1 or final) within ``points`` of chance on test_acc while the dense model learned."""
+    acc = _acc(row)
+    if axis not in ("round", "final") or (axis == "round" and index == 0) or acc is None or reference is None:
+        return False
+    band = chance + points / 100.0
+    return acc <= band + EPS and reference > band + EPS
+
+
 def aggregate(manifest: Manifest, specs: Iterable[Any], results: Mapping[str, RunResult]) -> list[Cell]:
     """One :class:`Cell` per group and row, in manifest order, rows by axis then index."""
+    specs = list(specs)
     groups: dict[tuple, list[Any]] = {}
     for s in specs:
         groups.setdefault((s.experiment, s.dataset_key, s.model_key, s.method, s.target_sparsity), []).append(s)
-    raw: list[tuple[tuple, int, int, int, dict[str, list[float]]]] = []
+    reference = learned_reference(manifest, specs, results)
+    points = {e.name: e.layout.collapse_points for e in manifest.experiments}
+    raw: list[tuple[tuple, int, int, int, int, float | None, dict[str, list[float]]]] = []
     for g in sorted(groups, key=sort_key(manifest)):
         members = sorted(groups[g], key=lambda s: (s.seed, s.id))
         runs = [results.get(s.id) for s in members]
+        chance = 1.0 / members[0].num_classes if getattr(members[0], "num_classes", 0) else None
         rows: set[tuple[str, int]] = set()
         for s, r in zip(members, runs):
             rows.update(planned_rows(s))
             if r is not None:
                 rows.update((axis, i) for axis, by_index in r.rows.items() for i in by_index)
         for axis, index in sorted(rows, key=_row_order):
-            n = diverged = 0
+            n = diverged = collapsed = 0
             values: dict[str, list[float]] = {}
-            for r in runs:
+            for s, r in zip(members, runs):
                 row = r.row(axis, index) if r is not None else None
                 if r is not None and r.diverged and (axis == "final" or row is None
                                                      or len(finite(row.values())) < len(row)):
                     diverged += 1
+                elif row is not None and chance is not None and is_collapsed(
+                        axis, index, row, chance, reference.get(s.id), points.get(g[0], 5.0)):
+                    collapsed += 1  # its outcome is not averaged; its density still labels the cell
+                    values.setdefault("density", []).extend(finite([row.get("density")]))
                 elif row is not None:
                     n += 1
                     for k, v in row.items():
                         values.setdefault(k, []).extend(finite([v]))
-            raw.append(((*g, axis, index), len(members), n, diverged, values))
+            raw.append(((*g, axis, index), len(members), n, diverged, collapsed, chance, values))
     seen: dict[str, list[float]] = {}
     for *_, values in raw:
         for k, vs in values.items():
             seen.setdefault(k, []).extend(vs)
     percent = {k for k, vs in seen.items() if is_percent(k, vs)}
     out = []
-    for key, planned, n, diverged, values in raw:
+    for key, planned, n, diverged, collapsed, chance, values in raw:
         stats = {k: Stat(mean=math.fsum(vs) / len(vs) if vs else None,
                          std=statistics.stdev(vs) if len(vs) >= 2 else None, n=len(vs), percent=k in percent)
                  for k, vs in sorted(values.items())}
-        out.append(Cell(*key, n_planned=planned, n=n, diverged=diverged, metrics=stats))
+        out.append(Cell(*key, n_planned=planned, n=n, diverged=diverged, metrics=stats, collapsed=collapsed,
+                        chance=chance))
     return out
 
 
@@ -222,7 +278,7 @@ def published(manifest: Manifest, cell: Cell, kind: str, metric: str) -> tuple[E
     """(entry, ours − published in display units) for one kind of published number."""
     e = expected_for(manifest, cell, kind, metric)
     ours = cell.stat(metric).shown
-    diff = ours - e.value if e is not None and e.value is not None and ours is not None and not cell.diverged else None
+    diff = ours - e.value if e is not None and e.value is not None and ours is not None and not cell.excluded else None
     return e, diff
 
 

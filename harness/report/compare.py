@@ -1,7 +1,7 @@
 """The regression check: a fresh ``results.csv`` against a committed reference.
 
 Rows are keyed by (experiment, dataset, model, method, target_sparsity, axis, index). Every
-reference row must be present with the same ``n`` (and ``diverged`` count), ``remaining`` within
+reference row must be present with the same ``n`` (and ``diverged`` and ``collapsed`` counts), ``remaining`` within
 ``density_tol`` (as a fraction; remaining is in %) and ``test_acc_mean`` within ``acc_tol`` points.
 Numbers are compared as the decimals written in the files, so ``acc_tol=0`` means exactly equal.
 """
@@ -59,7 +59,7 @@ def compare(reference_csv: Path, current_csv: Path, acc_tol: float = 5.0, densit
         if c is None:
             problems.append(f"{where}: missing from {current_csv}")
             continue
-        for col in ("n", "diverged"):
+        for col in ("n", "diverged", "collapsed"):
             if col in r and col in c and r[col] != c[col]:
                 problems.append(f"{where}: {col} = {c[col]}, reference {r[col]}")
         for col, tol in tols:

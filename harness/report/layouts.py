@@ -8,7 +8,8 @@
   round) the pair ``base`` | ``modified`` and Δ = modified − base.
 
 A value slot shows ``layout.metric`` (``mean ± std``, published numbers in parentheses, or
-``diverged (k/n)``), followed by one column per extra metric of ``layout.columns``.
+``diverged (k/n)`` / ``collapsed (k/n)``), followed by one column per extra metric of
+``layout.columns``. A value that does not exist reads ``—``, whatever the reason.
 """
 
 from __future__ import annotations
@@ -39,11 +40,11 @@ class Table:
 
 
 def value_text(manifest: Manifest, c: Cell | None, metric: str) -> str:
-    """'82.3 ± 0.4 (paper 83.0, Δ -0.7; reference 82.0, Δ +0.3)', '—', 'diverged (1/2)' or ''."""
+    """'82.3 ± 0.4 (paper 83.0, Δ -0.7; reference 82.0, Δ +0.3)', 'diverged (1/2)', 'collapsed (2/3)' or '—'."""
     if c is None:
-        return ""
-    if c.diverged:
-        return f"diverged ({c.diverged}/{c.n_planned})"
+        return DASH
+    if c.excluded:
+        return excluded_text(c)
     s = c.stat(metric)
     text = s.text()
     notes = []
@@ -59,6 +60,12 @@ def value_text(manifest: Manifest, c: Cell | None, metric: str) -> str:
             notes.append(f"{kind} {fmt(e.value, s.percent)}, Δ {fmt(diff, s.percent, signed=True)}"
                          + (" ✗" if outside(e, diff) else ""))
     return text + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def excluded_text(c: Cell) -> str:
+    """'diverged (1/3)', 'collapsed (2/3)' or both: the seeds a cell leaves out, of those planned."""
+    parts = [f"{what} ({k}/{c.n_planned})" for what, k in (("diverged", c.diverged), ("collapsed", c.collapsed)) if k]
+    return ", ".join(parts)
 
 
 def _slot(manifest: Manifest, e: Experiment, c: Cell | None) -> list[str]:
@@ -154,7 +161,7 @@ def by_sparsity(manifest: Manifest, e: Experiment, mine: list[Cell]) -> Table:
         if dense_method is not None:
             return at(ds, model, dense_method, t)
         found = [c for c in (at(ds, model, m, t, "round", 0) for m in methods) if c is not None]
-        return next((c for c in found if c.n or c.diverged), found[0] if found else None)
+        return next((c for c in found if c.n or c.excluded), found[0] if found else None)
 
     multi = _lead(mine)
     has_dense = any(dense(*k) is not None for k in rows_keys)
@@ -208,10 +215,10 @@ def paired(manifest: Manifest, e: Experiment, mine: list[Cell]) -> Table:
             row = ([ds] if multi else []) + [model, base, mod or DASH, _n_text(flat, metric)]
             for b, m in pair_cells:
                 sb, sm = (b.stat(metric) if b else None), (m.stat(metric) if m else None)
-                if b and m and not (b.diverged or m.diverged) and sb.mean is not None and sm.mean is not None:
+                if b and m and not (b.excluded or m.excluded) and sb.mean is not None and sm.mean is not None:
                     delta = fmt(sm.shown - sb.shown, sm.percent, signed=True)
                 else:
-                    delta = DASH if b or m else ""
+                    delta = DASH
                 row += [value_text(manifest, b, metric), value_text(manifest, m, metric), delta]
                 row += [value_text(manifest, c, x) for x in e.layout.columns for c in (b, m)]
             rows.append(row)

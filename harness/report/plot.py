@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 
 def _points(cells: list[Cell], metric: str) -> list[Cell]:
-    return [c for c in cells if not c.diverged and c.stat(metric).mean is not None]
+    return [c for c in cells if not c.excluded and c.stat(metric).mean is not None]
 
 
 def _pair_styles(e: Experiment) -> dict[str, dict]:

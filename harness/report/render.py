@@ -96,30 +96,83 @@ _LAYOUT_HELP = {
 }
 
 
-def how_to_read(manifest: Manifest) -> str:
+_CLAIM_KIND_HELP = {
+    "compare": "*compare*: each comparison of the claimed method `a` with a baseline `b` at the same cell is *ok* "
+               "when a ≥ b − margin (≤ b + margin when lower is better); otherwise the shortfall gap = b − a − margin "
+               "is *within noise* when gap ≤ k·se, se = sqrt(sd_a²/n_a + sd_b²/n_b) (k = 2 unless the claim sets it), "
+               "and *failed* beyond that; with fewer than 2 seeds on either side, or noise rule `none`, any shortfall "
+               "fails.",
+    "reaches_dense": "*reaches dense*: the same comparison of `a` with the dense model (the dense method's cell, or "
+                     "`a`'s own round 0), the claim's margin in points allowed.",
+    "fails": "*fails*: `a` does not converge: held when at every cell every seed diverged or collapsed, or the rest "
+             "end within the claim's margin (else the collapse band) of chance.",
+    "correlation": "*correlation*: over a population (every seed's result rows, or every snapshot row), Pearson's "
+                   "r or Spearman's ρ of two metrics must reach the claim's minimum: held when it does, within noise "
+                   "when it does not but the 95% bootstrap interval (fixed seed) reaches it, failed otherwise.",
+}
+
+
+def how_to_read(manifest: Manifest, cells: list[Cell] = (), sections: Iterable[str] = ()) -> str:
     kinds = list(dict.fromkeys(e.layout.kind for e in manifest.experiments))
+    claim_kinds = list(dict.fromkeys(c.kind for c in manifest.claims
+                                     if c.experiment in {e.name for e in manifest.experiments}))
+    sections = set(sections)
+    bands = sorted({e.layout.collapse_points for e in manifest.experiments})
+    band = " / ".join(f"{b:g}" for b in bands)
+    excluded = (
+        "`diverged (k/n)` means k of the cell's n planned seeds diverged (loss or weights became non-finite) "
+        "before reaching it" + (" (listed under *Diverged runs*)" if "diverged" in sections else "") + "; "
+        f"`collapsed (k/n)` means k seeds ended within {band} points of chance (1 / classes) while their dense "
+        "model learned beyond that" + (" (listed under *Collapsed runs*)" if "collapsed" in sections else "")
+        + ": such a cell is never shown as a number and never compared.")
     return "\n\n".join([
         "## How to read this",
-        "Each table is one experiment of the paper; `n` is the number of seeds with data (a range when it differs "
-        "between columns). A cell is `mean ± std` over seeds (sample standard deviation; the mean alone when n = 1; "
-        "— when no run has produced data). Accuracies are in percent, other metrics plain numbers. "
-        "`diverged (k/n)` means k of the cell's n seeds diverged (loss or weights became non-finite) before reaching "
-        "it: such a cell is never shown as a number (see *Diverged runs*). Where the manifest records a published "
-        "number it follows in parentheses, labelled `paper` (the paper's own tables) or `reference` (a number from "
-        "released code, never mixed with the paper's), with Δ = ours − published in points, marked ✗ when outside "
-        "the manifest's tolerance; `paper —` means the paper's value is not yet recorded.",
+        "Each table is one experiment of the paper, headed by the paper's table and the setup that actually ran "
+        "(dataset, model and width, training length, seeds); `n` is the number of seeds with data (a range when it "
+        "differs between columns). A cell is `mean ± std` over seeds (sample standard deviation; the mean alone "
+        "when n = 1). — marks a value that does not exist (no run produced it, or the paper's number is not "
+        "recorded). Accuracies are in percent, other metrics plain numbers. " + excluded + " Where the manifest "
+        "records a published number it follows in parentheses, labelled `paper` (the paper's own tables) or "
+        "`reference` (a number from released code, never mixed with the paper's), with Δ = ours − published in "
+        "points, marked ✗ when outside the manifest's tolerance.",
         "\n".join(f"- {_LAYOUT_HELP[k]}" for k in kinds),
-        "Claims are the paper's qualitative statements, checked on seed means at every result cell (pruning round, "
-        "or final values) whose mean density of the claimed method `a` lies in the claim's range. Each comparison "
-        "of `a` with a baseline `b` is *ok* when a ≥ b − margin (≤ b + margin when lower is better). Otherwise the "
-        "shortfall gap = b − a − margin is *within noise* when gap ≤ k·se, se = sqrt(sd_a²/n_a + sd_b²/n_b) (k = 2 "
-        "unless the claim sets it), and *failed* beyond that; with fewer than 2 seeds on either side, or noise rule "
-        "`none`, any shortfall fails. A claim *failed* if any comparison failed (the evidence names the cells, "
-        "values ± sd, n and the threshold), is *within noise* if some fell short only within noise, *held* if every "
-        "comparison was ok, and has *not enough data* when nothing could be compared. Cells with diverged seeds "
-        "are not compared. `results.csv` has every cell (every round, epoch and final row, every metric) with "
-        "more digits; `tables.tex` has the same tables for LaTeX (booktabs).",
+        "Claims are the paper's statements, checked where the manifest says (the experiment, the density window of "
+        "remaining weights, the metric) on the setup named in *checked on*; the evidence ends with the cells it "
+        "compared and the window. "
+        + " ".join(_CLAIM_KIND_HELP[k] for k in claim_kinds) + " A claim *failed* if any comparison failed (the "
+        "evidence names the cells, values ± sd, n and the threshold), is *within noise* if some fell short only "
+        "within noise, *held* if every comparison was ok, and has *not enough data* when nothing could be compared. "
+        "`results.csv` has every cell (every round, epoch and final row, every metric) with more digits; "
+        "`tables.tex` has the same tables for LaTeX (booktabs).",
     ])
+
+
+def _duration_text(spec: Any) -> str:
+    t = spec.training
+    if spec.proc.axis == "round" and spec.dense is not None:
+        per = "cycle" if spec.procedure == "cycles" else "round"
+        return f"dense {t.pretrain}, then {t.retrain} per {per}"
+    return f"{t.pretrain} of training"
+
+
+def setup_text(specs: list[Any]) -> str:
+    """What actually ran for one experiment: data, model and width, training length and batch, seeds."""
+    if not specs:
+        return "no runs"
+
+    def uniq(items):
+        return list(dict.fromkeys(items))
+
+    def data_text(ds) -> str:
+        sizes = [f"{ds.train_subset} train" if ds.train_subset else "", f"{ds.test_subset} test" if ds.test_subset else ""]
+        sizes = " / ".join(x for x in sizes if x)
+        return ds.source + (f" ({sizes} images)" if sizes else "")
+
+    data = uniq(data_text(s.dataset) for s in specs)
+    models = uniq(f"{s.model.arch}" + (f" at width {s.model.width:g}" if s.model.width != 1 else "") for s in specs)
+    training = uniq(f"{_duration_text(s)} at batch {s.training.batch_size}" for s in specs)
+    seeds = ", ".join(str(x) for x in sorted({s.seed for s in specs}))
+    return f"{'; '.join(data)} · {'; '.join(models)} · {'; '.join(training)} · seeds {seeds}"
 
 
 def readme(manifest: Manifest, specs: list[Any], cells: list[Cell], tables: list[Table], claims: list[ClaimResult],
@@ -130,11 +183,18 @@ def readme(manifest: Manifest, specs: list[Any], cells: list[Cell], tables: list
         lines += [f"> **Incomplete report**: {len(missing)} of {len(specs)} runs have no results and "
                   f"{short} of {len(cells)} cells have fewer seeds than planned. Run `prunebench run` with "
                   f"the same manifest and profile to finish the grid; cells marked — are not computed.", ""]
-    lines += [how_to_read(manifest), ""]
+    diverged = sorted((s for s in specs if s.id in results and results[s.id].diverged), key=spec_label)
+    collapsed = [c for c in cells if c.collapsed]
+    sections = (["diverged"] if diverged else []) + (["collapsed"] if collapsed else [])
+    lines += [how_to_read(manifest, cells, sections), ""]
+    setups = {e.name: setup_text([s for s in specs if s.experiment == e.name]) for e in manifest.experiments}
     for t in tables:
         e = t.experiment
-        lines += [f"## {e.title}", "", f"Experiment `{e.name}`: datasets {', '.join(f'`{d}`' for d in e.datasets)}; "
-                  f"seeds {', '.join(str(s) for s in e.seeds)}.", ""]
+        lines += [f"## {e.title}", ""]
+        if e.paper_title:
+            lines += [f"Paper: {e.paper_title}.", ""]
+        lines += [f"Ran: {setups[e.name]} (experiment `{e.name}`, datasets "
+                  f"{', '.join(f'`{d}`' for d in e.datasets)}).", ""]
         if e.note:
             lines += [f"Note: {e.note}", ""]
         if t.note:
@@ -145,21 +205,32 @@ def readme(manifest: Manifest, specs: list[Any], cells: list[Cell], tables: list
             lines += [f"![{e.name}: {e.layout.metric} against {x}]({plots[e.name]})", ""]
     lines += ["## Claims", ""]
     if claims:
-        rows = [[c.id, c.text, f"**{c.outcome}**", c.evidence] for c in claims]
-        lines += md_table(["id", "claim", "outcome", "evidence"], rows, "llll", [0]) + [""]
+        exp_of = {c.id: c.experiment for c in manifest.claims}
+        rows = [[c.id, c.text, setups.get(exp_of.get(c.id), ""), f"**{c.outcome}**", c.evidence] for c in claims]
+        lines += md_table(["id", "claim", "checked on", "outcome", "evidence"], rows, "lllll", [0]) + [""]
     else:
         lines += ["No claims for the experiments of this profile.", ""]
     dormant = dormant_claims(manifest)
     if dormant:
         lines += [f"Not evaluated (their experiments are not part of profile `{manifest.profile}`): "
                   + ", ".join(f"`{c.id}`" for c in dormant) + ".", ""]
-    diverged = sorted((s for s in specs if s.id in results and results[s.id].diverged), key=spec_label)
     if diverged:
         lines += ["## Diverged runs", "", f"{len(diverged)} of {len(specs)} runs diverged (loss or weights became "
                   "non-finite); their cells from that point on read `diverged`:", ""]
         for s in diverged:
             step = results[s.id].diverged_step
             lines += [f"- `{spec_label(s)}` (`{s.id}`): diverged at step {step if step is not None else 'unknown'}"]
+        lines += [""]
+    if collapsed:
+        lines += ["## Collapsed runs", "", f"{len(collapsed)} result cells have seeds that ended within the collapse "
+                  "band of chance while their dense model learned; they read `collapsed (k/n)`:", ""]
+        for c in collapsed[:_MAX_LISTED]:
+            target = f"/sp{c.target_sparsity:g}" if c.target_sparsity is not None else ""
+            where = f"{c.axis} {c.index}" if c.axis != "final" else "final"
+            lines += [f"- `{c.experiment}/{c.model}/{c.dataset}/{c.method}{target}`, {where}: {c.collapsed} of "
+                      f"{c.n_planned} seeds (chance {100 * (c.chance or 0):.1f}%)"]
+        if len(collapsed) > _MAX_LISTED:
+            lines += [f"- ... and {len(collapsed) - _MAX_LISTED} more"]
         lines += [""]
     lines += ["## Deviations from the paper and its code", ""]
     lines += [f"- **{d.name}**: {d.reason}" for d in manifest.deviations] or ["None recorded."]
@@ -205,10 +276,10 @@ def _plain(value: float | None) -> str:
 
 
 def csv_columns(cells: list[Cell]) -> list[str]:
-    """Keys, then ``remaining`` (%), ``n``, ``diverged``, then mean and std of every metric (test_acc
+    """Keys, then ``remaining`` (%), ``n``, ``diverged``, ``collapsed``, then mean and std of every metric (test_acc
     first, then by name), then the published numbers of each experiment's layout metric."""
     metrics = sorted({m for c in cells for m in c.metrics}, key=lambda m: (m != "test_acc", m))
-    cols = [*KEY_COLUMNS, "remaining", "n", "diverged"]
+    cols = [*KEY_COLUMNS, "remaining", "n", "diverged", "collapsed"]
     for m in metrics:
         cols += [f"{m}_mean", f"{m}_std"]
     for kind in ("paper", "reference"):
@@ -228,7 +299,7 @@ def write_csv(manifest: Manifest, cells: list[Cell], path: Path) -> None:
                    "target_sparsity": "" if c.target_sparsity is None else repr(float(c.target_sparsity)),
                    "axis": c.axis, "index": str(c.index),
                    "remaining": _num(None if c.density is None else c.density * 100, 6),
-                   "n": str(c.n), "diverged": str(c.diverged)}
+                   "n": str(c.n), "diverged": str(c.diverged), "collapsed": str(c.collapsed)}
             for m, s in c.metrics.items():
                 text = _num if s.percent else _plain
                 row[f"{m}_mean"], row[f"{m}_std"] = text(s.shown), text(s.shown_std)

@@ -6,7 +6,8 @@ parameters (``Params``, read from ``pruning.<procedure name>`` of a manifest and
 method). A *method* is a name in a paper's vocabulary: a procedure with a score, an allocation
 and parameter overrides. Nothing outside a procedure's module tests its name.
 
-Rows are plain dicts: ``{"axis": "round" | "epoch" | "final", "index": int, <metric>: float, ...}``
+Rows are plain dicts: ``{"axis": "round" | "epoch" | "snapshot" | "final", "index": int, <metric>: float, ...}``
+(``snapshot`` rows: a single-stage run's mask and accuracy every ``eval.snapshots``, index = the step)
 (``layer_density`` may ride along as a dict). Every finished run ends with one ``final`` row.
 """
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from harness.config.expand import DenseSpec, RunSpec
     from harness.experiment import Context
 
-AXES = ("round", "epoch", "final")
+AXES = ("round", "epoch", "snapshot", "final")
 
 
 def row(axis: str, index: int, **metrics: Any) -> dict:

@@ -20,6 +20,7 @@ from torch import nn
 from harness import metrics as model_metrics
 from harness.config.expand import RunSpec
 from harness.paths import atomic_save
+from harness.pruning import graph
 from harness.pruning.masks import MaskSet
 from harness.pruning.methods.base import Procedure, final_row, row
 from harness.train import HookChain, StepHooks, TrainState, make_optimizer, make_scheduler, stage_seed, train
@@ -97,7 +98,9 @@ class SingleStage(Procedure):
 
         t = spec.training
         spe = steps_per_epoch(train_size(spec.dataset), t.batch_size, t.drop_last)
-        return [("epoch", e) for e in sorted(eval_epochs(spec, spe, duration_steps(t.pretrain, spe)))] + [("final", 0)]
+        total = duration_steps(t.pretrain, spe)
+        return ([("epoch", e) for e in sorted(eval_epochs(spec, spe, total))]
+                + [("snapshot", k) for k in snapshot_steps(spec, spe, total)] + [("final", 0)])
 
     def images(self, spec: RunSpec, n_train: int) -> tuple[int, int]:
         t = spec.training
@@ -113,6 +116,14 @@ def eval_epochs(spec: RunSpec, spe: int, total_steps: int) -> set[int]:
         every = max(1, math.ceil(duration_steps(spec.eval.every, spe) / spe))
         out.update(range(every, last + 1, every))
     return {e for e in out if 1 <= e <= last}
+
+
+def snapshot_steps(spec: RunSpec, spe: int, total_steps: int) -> list[int]:
+    """Steps (counted from 1) after which the run takes a snapshot (``eval.snapshots``), in order."""
+    if spec.eval.snapshots is None:
+        return []
+    every = max(1, duration_steps(spec.eval.snapshots, spe))
+    return list(range(every, total_steps + 1, every))
 
 
 def run_stage(spec: RunSpec, ctx, d: Path, model: nn.Module, masks: MaskSet, hook: StageHook,
@@ -154,6 +165,26 @@ def run_stage(spec: RunSpec, ctx, d: Path, model: nn.Module, masks: MaskSet, hoo
         ctx.report(r)
         return r
 
+    snap_at = set(snapshot_steps(spec, spe, steps))
+    done_snaps = {r["index"] for r in rows if r["axis"] == "snapshot"}
+
+    class Snapshot(StepHooks):
+        """``eval.snapshots``: the mask-graph metrics of the current mask (with the weights the model evaluates) and
+        the model's accuracy, as a ``snapshot`` row at that step (the PAGS paper's sampled subnetworks)."""
+
+        def after_optimizer_step(self, step: int) -> None:
+            if step + 1 not in snap_at or step + 1 in done_snaps:
+                return
+            with hook.effective_weights():
+                table = graph.layer_table({n: p.detach() for n, p in masks.params.items()}, masks.masks, spec.eval.graph)
+                r = row("snapshot", step + 1, density=masks.density(), **graph.summary(table, spec.eval.graph),
+                        **evaluate_model(model, data, spec.eval, spec.seed, t.precision))
+            model.train()
+            rows.append(r)
+            done_snaps.add(step + 1)
+            save_rows(rows_path, rows)
+            ctx.report(r)
+
     class EpochEnd(StepHooks):
         def after_epoch(self, epoch: int, st: TrainState) -> None:
             if epoch in wanted:
@@ -166,13 +197,16 @@ def run_stage(spec: RunSpec, ctx, d: Path, model: nn.Module, masks: MaskSet, hoo
 
     hook.attach(model, opt)
     train(model, data, steps=steps, optimizer=opt, scheduler=sched, batch_size=t.batch_size, drop_last=t.drop_last,
-          seed=stage_seed(spec.seed, stage), hooks=HookChain(hook, EpochEnd()), precision=t.precision, state=state)
+          seed=stage_seed(spec.seed, stage), hooks=HookChain(hook, Snapshot() if snap_at else None, EpochEnd()),
+          precision=t.precision, state=state)
     hook.finish()
     last_epoch = math.ceil(steps / spe)
-    if not rows or rows[-1]["index"] != last_epoch:  # the budget ended mid-epoch
+    epoch_rows = [r for r in rows if r["axis"] == "epoch"]
+    if not epoch_rows or epoch_rows[-1]["index"] != last_epoch:  # the budget ended mid-epoch
         evaluate_row(last_epoch, steps)
+        epoch_rows = [r for r in rows if r["axis"] == "epoch"]
     atomic_save(masks.state_dict(), d / "masks_final.pt")
-    rows.append(final_row(rows[-1], **best_of(rows), **graph_metrics(model, masks, spec.eval, d),
+    rows.append(final_row(epoch_rows[-1], **best_of(rows), **graph_metrics(model, masks, spec.eval, d),
                           **dead_neuron_metrics(model, data, spec.eval)))
     save_rows(rows_path, rows)
     ctx.report(rows[-1])
