@@ -57,7 +57,7 @@ def main() -> int:
     cuda = device.type == "cuda"
     width = args.width or (1.0 if cuda else 0.25)
     steps = args.steps or (100 if cuda else 10)
-    name = device_name(device)
+    name = device_name(device, torch.get_num_threads())
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (max(args.batch * steps, 1024), 3, 32, 32), dtype=torch.uint8, generator=g)
     y = torch.randint(0, 10, (x.shape[0],), generator=g)

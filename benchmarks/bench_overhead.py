@@ -1,7 +1,7 @@
 """Per-trial overhead of Ray Tune and MLflow, on the tiny test grid (tests/manifests/tiny_load.yaml).
 
 1. Compute alone: the grid's runs one after another in this process (experiment.run, no tracking).
-2. Through Ray: the same grid (fresh work directory) through schedule.execute on a local Ray with
+2. Through Ray: the same grid (fresh work directory) through grid.execute on a local Ray with
    one CPU (one trial at a time), tracked in SQLite. Overhead per trial = (wall - compute) / trials.
 3. MLflow: the latency of opening a run and of one row (Tracker.open / Tracker.log_row) on the
    embedded SQLite store, on `mlflow server` (SQLite backend) over HTTP, and on the PostgreSQL-backed
@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import experiment, schedule  # noqa: E402
+from harness import experiment, grid  # noqa: E402
 from harness.config import expand, load  # noqa: E402
 from harness.paths import Paths  # noqa: E402
 from harness.tracking import Tracker  # noqa: E402
@@ -80,9 +80,9 @@ def through_ray(manifest, specs, tmp: Path) -> tuple[float, float]:
     t0 = time.perf_counter()
     ray.init(num_cpus=1, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     start = time.perf_counter() - t0
-    opts = schedule.Options(paths=Paths(tmp / "ray"))
+    opts = grid.Options(paths=Paths(tmp / "ray"))
     t = time.perf_counter()
-    out = schedule.execute(manifest, specs, opts, log=lambda *_: None)
+    out = grid.execute(manifest, specs, opts, log=lambda *_: None)
     wall = time.perf_counter() - t
     assert not out.failed and not out.unfinished, out
     ray.shutdown()

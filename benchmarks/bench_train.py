@@ -119,7 +119,7 @@ def main() -> int:
     cuda = device.type == "cuda"
     width = args.width if args.width is not None else (1.0 if cuda else 0.125)
     steps = args.steps or (200 if cuda else 10)
-    name = device_name(device)
+    name = device_name(device, torch.get_num_threads())
     data = synthetic_cifar(args.n_train, device)
     aug_ms = bench_augmentation(data)
     print(f"device: {name}; torch {torch.__version__}; precision {args.precision}; width {width}; "

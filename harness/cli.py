@@ -6,7 +6,6 @@ import argparse
 import functools
 import os
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 from harness.config import ManifestError, RunSpec, expand, load, load_all, train_size
@@ -95,135 +94,71 @@ def _model_cost(arch: str, width: float, num_classes: int) -> tuple[int, int]:
 
 
 def cmd_plan(args) -> int:
-    from harness.tracking import run_name
+    from harness import plan
+    from harness.figures import FIGURES, device_name, load_figures
+    from harness.grid.describe import run_name
 
     m = load(args.manifest, args.profile)
     specs = expand(m)
-    groups: dict[tuple, list[RunSpec]] = defaultdict(list)
-    for s in specs:
-        groups[(s.experiment, s.model_key, s.dataset_key)].append(s)
+    rows = plan.rows(specs, _model_cost)
     print(f"{m.paper.title} ({m.paper.venue} {m.paper.year}) — profile {m.profile}")
     header = f"{'experiment':<16} {'model':<10} {'params':>11} {'dataset':<16} {'seeds':>5} " \
              f"{'runs':>5} {'dense':>5} {'train images':>14} {'PFLOP':>9}  methods"
     print(header)
     print("-" * len(header))
-    dense_seen: set[str] = set()
-    tot_runs = tot_dense = tot_img = 0
-    tot_flop = 0.0
-    plan_rows = []  # (experiment, model, dataset, training images, a spec of the row) for the hours
-    for (exp, model, ds), ss in groups.items():
-        images = flop = 0
-        n_dense = 0
-        n_params, fwd = _model_cost(ss[0].model.arch, ss[0].model.width, ss[0].num_classes)
-        n_train = train_size(ss[0].dataset)
-        for s in ss:
-            pre, own = s.proc.images(s, n_train)
-            select = s.proc.selection_cost(s, n_train)
-            images += own + select
-            flop += 6 * fwd * (own + select)
-            if s.dense is not None and s.dense.id not in dense_seen:
-                dense_seen.add(s.dense.id)
-                n_dense += 1
-                images += pre
-                flop += 6 * fwd * pre
-        tot_runs += len(ss)
-        tot_dense += n_dense
-        tot_img += images
-        tot_flop += flop
-        plan_rows.append((exp, model, ds, images, ss[0]))
-        methods = ", ".join(dict.fromkeys(s.method for s in ss))
-        print(f"{exp:<16} {model:<10} {n_params:>11,} {ds:<16} {len({s.seed for s in ss}):>5} {len(ss):>5} "
-              f"{n_dense:>5} {images:>14,} {flop / 1e15:>9.2f}  {methods}")
+    for r in rows:
+        print(f"{r.experiment:<16} {r.model:<10} {r.params:>11,} {r.dataset:<16} {r.seeds:>5} {r.runs:>5} "
+              f"{r.dense:>5} {r.images:>14,} {r.flop / 1e15:>9.2f}  {', '.join(r.methods)}")
     print("-" * len(header))
-    print(f"{'total':<16} {'':<10} {'':>11} {'':<16} {'':>5} {tot_runs:>5} {tot_dense:>5} "
-          f"{tot_img:>14,} {tot_flop / 1e15:>9.2f}")
-    by_summary: dict[str, list[str]] = defaultdict(list)
-    for s in specs:
-        line = s.proc.summary(s)
-        if s.method not in by_summary[line]:
-            by_summary[line].append(s.method)
-    for line, methods in by_summary.items():
+    print(f"{'total':<16} {'':<10} {'':>11} {'':<16} {'':>5} {sum(r.runs for r in rows):>5} "
+          f"{sum(r.dense for r in rows):>5} {sum(r.images for r in rows):>14,} {sum(r.flop for r in rows) / 1e15:>9.2f}")
+    for methods, line in plan.summaries(specs):
         print(f"  {', '.join(methods)}: {line}")
     print("compute: training FLOPs ≈ 6 × forward MACs × training images (dense kernels with masks), mask "
           "selection passes included; evaluation passes excluded")
-    _print_hours(m, plan_rows, args)
+    path = Path(args.figures) if args.figures else FIGURES
+    h = plan.hours(m, rows, load_figures(path), args.device_name or device_name(), os.cpu_count() or 1)
+    _print_hours(h, path)
     if args.ids:  # every cell with its own compute (its shared dense pre-training listed, not counted)
         for s in specs:
-            _, fwd = _model_cost(s.model.arch, s.model.width, s.num_classes)
-            own = sum(s.proc.images(s, train_size(s.dataset))[1:]) + s.proc.selection_cost(s, train_size(s.dataset))
+            own, flop = plan.cell_cost(s, _model_cost)
             dense = f"  dense {s.dense.id}" if s.dense else ""
-            print(f"{s.id}  {run_name(s):<72} {own:>13,} images {6 * fwd * own / 1e15:>9.3f} PFLOP{dense}")
+            print(f"{s.id}  {run_name(s):<72} {own:>13,} images {flop / 1e15:>9.3f} PFLOP{dense}")
     return 0
 
 
-def _trials_per_device(res, cuda: bool, cores: int) -> int:
-    """How many trials of these resources share one device: 1/gpu on a GPU, cores/cpu on the CPU."""
-    share = res.gpu if cuda else res.cpu / max(cores, 1)
-    return max(1, int(1 / share + 1e-9)) if 0 < share < 1 else 1
-
-
-def _print_hours(m, plan_rows: list, args) -> None:
-    """Training hours of each row on this device from the latest benchmark figure of its model."""
-    import re
-
-    from harness.config import resources_for
-    from harness.figures import FIGURES, device_name, load_figures, lookup
-
-    path = Path(args.figures) if args.figures else FIGURES
-    figures = load_figures(path)
-    device = args.device_name or device_name()
-    cpu = re.fullmatch(r"CPU .* x(\d+) threads", device)  # device_name()'s CPU form; anything else is a GPU
-    cores = int(cpu.group(1)) if cpu else (os.cpu_count() or 1)
-    known = sorted({f["device"] for f in figures})
-
-    def on(threads: int) -> str:  # a CPU trial runs on as many threads as its resources.cpu
-        return re.sub(r"x\d+ threads$", f"x{threads} threads", device) if cpu else device
-
-    if not any(f["device"] in {device, *(on(t) for t in range(1, cores + 1))} for f in figures):
-        print(f"hours: no benchmark figure for device '{device}' in {path} (figures exist for: "
-              f"{'; '.join(known) or 'none'}); run `make bench` here or pass --device-name")
+def _print_hours(h, path: Path) -> None:
+    if h.known_devices or not (h.lines or h.missing):
+        print(f"hours: no benchmark figure for device '{h.device}' in {path} (figures exist for: "
+              f"{'; '.join(h.known_devices) or 'none'}); run `make bench` here or pass --device-name")
         return
-    print(f"hours on {device} (training steps at the latest measured images/s of {path.name}, one trial at a "
-          f"time{' on its resources.cpu threads' if cpu else ''}; 'packed': the manifest's resources sharing the "
+    print(f"hours on {h.device} (training steps at the latest measured images/s of {path.name}, one trial at a "
+          f"time{' on its resources.cpu threads' if h.cpu else ''}; 'packed': the manifest's resources sharing the "
           f"device, where measured; evaluation excluded):")
-    total = total_packed = 0.0
-    missing: list[str] = []
-    for exp, model, ds, images, s in plan_rows:
-        t, arch, width = s.training, s.model.arch, s.model.width
-        opts = dict(batch=t.batch_size, precision=t.precision, channels_last=t.channels_last, compile=t.compile)
-        res = resources_for(m, s)
-        fig = lookup(figures, arch, width, on(max(1, min(int(res.cpu), cores))), **opts) \
-            or lookup(figures, arch, width, device, **opts)
-        if fig is None:
-            missing.append(f"{model} ({arch} width {width:g})")
-            continue
-        hours = images / fig["images_per_s"] / 3600
-        total += hours
-        k = _trials_per_device(res, cpu is None, cores)
-        packed = lookup(figures, arch, width, device, trials=k, **opts) if k > 1 else None
-        packed_h = images / packed["images_per_s"] / 3600 if packed else hours
-        total_packed += packed_h
-        extra = f"; packed {k} per device: {packed['images_per_s']:,.0f} img/s -> {packed_h:,.2f} h" if packed else ""
-        threads = f", {' '.join(fig['device'].split()[-2:])}" if cpu else ""
-        print(f"  {exp:<16} {model:<10} {ds:<16} {hours:>10,.2f} h at {fig['images_per_s']:,.0f} img/s "
-              f"({fig['benchmark']}, batch {fig['batch']}, {fig['precision']}{threads}, {fig['date']}){extra}")
-    if missing:
-        print(f"  no figure on this device for: {', '.join(dict.fromkeys(missing))} (not in the total)")
-    print(f"  total: {total:,.2f} h one trial at a time" +
-          (f", {total_packed:,.2f} h packed" if total_packed != total else "") +
-          (" (rows with a figure only)" if missing else ""))
+    for x in h.lines:
+        r, fig = x.row, x.figure
+        extra = (f"; packed {x.trials} per device: {x.packed['images_per_s']:,.0f} img/s -> {x.packed_hours:,.2f} h"
+                 if x.packed else "")
+        threads = f", {' '.join(fig['device'].split()[-2:])}" if h.cpu else ""
+        print(f"  {r.experiment:<16} {r.model:<10} {r.dataset:<16} {x.hours:>10,.2f} h at {fig['images_per_s']:,.0f} "
+              f"img/s ({fig['benchmark']}, batch {fig['batch']}, {fig['precision']}{threads}, {fig['date']}){extra}")
+    if h.missing:
+        print(f"  no figure on this device for: {', '.join(h.missing)} (not in the total)")
+    print(f"  total: {h.total:,.2f} h one trial at a time" +
+          (f", {h.total_packed:,.2f} h packed" if h.total_packed != h.total else "") +
+          (" (rows with a figure only)" if h.missing else ""))
 
 
 def cmd_run(args) -> int:
-    from harness import schedule
+    from harness import grid
 
     m = load(args.manifest, args.profile)
     specs = expand(m)
     paths = Paths.at(args.workdir)
-    opts = schedule.Options(paths=paths, data_root=Path(args.data_root).resolve() if args.data_root else None,
+    opts = grid.Options(paths=paths, data_root=Path(args.data_root).resolve() if args.data_root else None,
                             download=args.download, executor=args.executor, ray_address=args.ray_address,
                             tracking_uri=args.tracking_uri, device=args.device)
-    out = schedule.execute(m, specs, opts)
+    out = grid.execute(m, specs, opts)
     if out.failed:
         for name, err in out.failed:
             print(f"prunebench: run failed: {name}: {err}", file=sys.stderr)
@@ -253,7 +188,7 @@ def cmd_run(args) -> int:
 def _finished_now(paths: Paths, specs: list[RunSpec], name: str) -> bool:
     """Whether the run called ``name`` (held by another driver earlier) is finished by now."""
     from harness import experiment
-    from harness.tracking import run_name
+    from harness.grid.describe import run_name
 
     return any(run_name(s) == name and experiment.finished(paths, s) for s in specs)
 

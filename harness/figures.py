@@ -16,11 +16,12 @@ CPU model and the number of threads a trial used.
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import json
+import os
 import platform
+import subprocess
 from pathlib import Path
-
-import torch
 
 FIGURES = Path(__file__).resolve().parent.parent / "benchmarks" / "figures.json"
 KEY = ("benchmark", "arch", "width", "batch", "precision", "channels_last", "compile", "device", "trials")
@@ -36,12 +37,27 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-def device_name(device: str | torch.device | None = None, threads: int | None = None) -> str:
-    """The GPU's name, or ``CPU <model> x<threads> threads`` (default: this process's threads)."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU {cpu_model()} x{threads or torch.get_num_threads()} threads"
+def gpu_name(index: int = 0) -> str | None:
+    """The name NVIDIA's driver gives GPU ``index`` (what ``torch.cuda.get_device_name`` reports), or None."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=10, check=True).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    names = [line.strip() for line in out if line.strip()]
+    return names[index] if index < len(names) else None
+
+
+def device_name(device: str | None = None, threads: int | None = None) -> str:
+    """The GPU's name, or ``CPU <model> x<threads> threads`` (default threads: the cores this process may use).
+    ``device`` ``cuda[:i]``, ``cpu`` or None (the GPU when there is one)."""
+    device = str(device) if device is not None else None
+    if device is None or device.startswith("cuda"):
+        index = int(device.split(":")[1]) if device and ":" in device else 0
+        name = gpu_name(index)
+        if name is not None:
+            return name
+    return f"CPU {cpu_model()} x{threads or len(os.sched_getaffinity(0))} threads"
 
 
 def load_figures(path: str | Path = FIGURES) -> list[dict]:
@@ -58,7 +74,7 @@ def entry(benchmark: str, arch: str, width: float, batch: int, images_per_s: flo
     return {"benchmark": benchmark, "arch": arch, "width": float(width), "batch": int(batch), "precision": precision,
             "channels_last": channels_last, "compile": compile, "device": device, "trials": int(trials),
             "images_per_s": round(float(images_per_s), 1), "date": datetime.date.today().isoformat(),
-            "torch": torch.__version__.split("+")[0], **extra}
+            "torch": importlib.metadata.version("torch").split("+")[0], **extra}
 
 
 def record(new: list[dict], path: str | Path = FIGURES) -> None:

@@ -38,7 +38,7 @@ from mlflow.entities import Dataset, DatasetInput, Metric, Param
 from mlflow.tracking import MlflowClient
 
 from harness import __version__
-from harness.config import DenseSpec, Manifest, RunSpec
+from harness.config import DenseSpec, RunSpec
 from harness.locks import exclusive
 
 RUN_ID_TAG = "prunebench.run_id"
@@ -106,36 +106,6 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, str]:
         else:
             out[key] = str(v)[:500]
     return out
-
-
-def run_tags(spec: RunSpec | DenseSpec, manifest: Manifest, model_key: str = "", dataset_key: str = "") -> dict[str, str]:
-    common = {RUN_ID_TAG: spec.id, AXIS_TAG: "round" if isinstance(spec, DenseSpec) else spec.proc.axis,
-              PATH_TAG: run_name(spec, model_key, dataset_key),
-              "paper": manifest.paper.key, "profile": manifest.profile,
-              "manifest_hash": manifest.digest, "code_version": code_version(), "seed": str(spec.seed)}
-    if isinstance(spec, DenseSpec):
-        return {**common, "stage": "dense", "model": model_key, "arch": spec.model.arch,
-                "dataset": dataset_key, "width": str(spec.model.width)}
-    return {**common, "stage": "prune", "experiment": spec.experiment, "method": spec.method,
-            "procedure": spec.procedure, "score": spec.score, "allocation": spec.allocation,
-            "model": spec.model_key, "arch": spec.model.arch, "width": str(spec.model.width),
-            "dataset": spec.dataset_key, "target_sparsity": str(spec.target_sparsity),
-            "dense_id": spec.dense.id if spec.dense else ""}
-
-
-def display_name(spec: RunSpec | DenseSpec, model_key: str = "", dataset_key: str = "") -> str:
-    """The short name the MLflow UI shows: method · model · dataset [· target] · seed."""
-    if isinstance(spec, DenseSpec):
-        return f"dense · {model_key} · {dataset_key} · s{spec.seed}"
-    target = f" · {100 * spec.target_sparsity:g}%" if spec.target_sparsity is not None else ""
-    return f"{spec.method} · {spec.model_key} · {spec.dataset_key}{target} · s{spec.seed}"
-
-
-def run_name(spec: RunSpec | DenseSpec, model_key: str = "", dataset_key: str = "") -> str:
-    if isinstance(spec, DenseSpec):
-        return f"dense/{model_key}/{dataset_key}/s{spec.seed}"
-    target = f"/sp{spec.target_sparsity}" if spec.target_sparsity is not None else ""
-    return f"{spec.experiment}/{spec.model_key}/{spec.dataset_key}/{spec.method}{target}/s{spec.seed}"
 
 
 _TRANSIENT = re.compile(r"database is locked|Max retries exceeded|Connection refused|Connection reset|RemoteDisconnected|"

@@ -8,10 +8,11 @@ from collections import Counter
 
 import pytest
 
-from harness import experiment, report, schedule
+from harness import experiment, grid, report
 from harness.config import expand
 from harness.paths import Paths, read_jsonl
-from harness.tracking import RUN_ID_TAG, Tracker, run_name, run_tags
+from harness.grid.describe import run_name, run_tags
+from harness.tracking import RUN_ID_TAG, Tracker
 
 from .conftest import ROOT
 
@@ -42,9 +43,9 @@ def test_ci_profile_through_ray_mlflow_and_report(tmp_path, data_root, ci_manife
     # 2. The same command as `prunebench run --profile ci`: finishes the grid through Ray. One more
     #    cell whose run raises (an unknown score at its first pruning step): FAILED once, not retried.
     broken = dataclasses.replace(next(s for s in specs if s.method == "lamp" and s.seed == 0), score="no_such_score")
-    opts = schedule.Options(paths=paths, data_root=data_root, executor="ray")
+    opts = grid.Options(paths=paths, data_root=data_root, executor="ray")
     try:
-        out = schedule.execute(m, specs + [broken], opts, log=lambda *_: None)
+        out = grid.execute(m, specs + [broken], opts, log=lambda *_: None)
     finally:
         ray.shutdown()
     assert [name for name, _ in out.failed] == [run_name(broken)] and "no_such_score" in out.failed[0][1]
@@ -97,6 +98,6 @@ def test_ci_profile_through_ray_mlflow_and_report(tmp_path, data_root, ci_manife
     assert problems == [], "\n".join(problems)
 
     # 6. Re-running the finished grid does nothing (no Ray start, no new MLflow runs).
-    again = schedule.execute(m, specs, opts, log=lambda *_: None)
+    again = grid.execute(m, specs, opts, log=lambda *_: None)
     assert (again.ran, again.skipped) == (0, 10)
     assert len(tracker.client.search_runs([exp.experiment_id], max_results=1000)) == 14 + 1  # + the failed cell

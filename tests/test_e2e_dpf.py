@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness import report, schedule
+from harness import grid, report
 from harness.config import expand, load
 from harness.paths import Paths
 from harness.tracking import RUN_ID_TAG, Tracker
@@ -24,7 +24,7 @@ def test_dpf_ci_profile_end_to_end(tmp_path, data_root):
     assert sorted({s.method for s in specs}) == sorted(["dense", "snip", "one_shot", "incremental", "dsr",
                                                         "sparse_momentum", "dpf", "dpf_structured"])
     paths = Paths(tmp_path)
-    out = schedule.execute(m, specs, schedule.Options(paths=paths, data_root=data_root, executor="local"),
+    out = grid.execute(m, specs, grid.Options(paths=paths, data_root=data_root, executor="local"),
                            log=lambda *_: None)
     assert (out.failed, out.diverged, out.ran, out.dense_trained) == ([], [], 16, 2)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness import report, schedule
+from harness import grid, report
 from harness.config import expand, load
 from harness.paths import Paths
 from harness.tracking import RUN_ID_TAG, Tracker
@@ -22,7 +22,7 @@ def test_pags_ci_profile_end_to_end(tmp_path, data_root):
     m = load(ROOT / "paper_configs" / "pags.yaml", "ci")
     specs = expand(m)
     paths = Paths(tmp_path)
-    out = schedule.execute(m, specs, schedule.Options(paths=paths, data_root=data_root, executor="local"),
+    out = grid.execute(m, specs, grid.Options(paths=paths, data_root=data_root, executor="local"),
                            log=lambda *_: None)
     assert (out.failed, out.diverged, out.ran) == ([], [], 8)
     tracker = Tracker(paths.tracking_uri)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from harness import experiment, schedule
+from harness import experiment, grid
 from harness.config import expand
 from harness.paths import Paths
 from harness.pruning.methods import iterative
-from harness.tracking import RUN_ID_TAG, Tracker, run_name
+from harness.grid.describe import run_name
+from harness.tracking import RUN_ID_TAG, Tracker
 
 from .conftest import shrink
 
@@ -23,8 +24,8 @@ def _runs(tracker: Tracker, cells_only: bool = True):
 def test_local_executor_tracks_every_run_and_replays_lost_tracking(tmp_path, data_root, ci_manifest, monkeypatch):
     specs = [shrink(s, rounds=2) for s in expand(ci_manifest) if s.method in ("lamp", "erk") and s.seed == 0]
     paths = Paths(tmp_path)
-    opts = schedule.Options(paths=paths, data_root=data_root, executor="local")
-    out = schedule.execute(ci_manifest, specs, opts, log=lambda *_: None)
+    opts = grid.Options(paths=paths, data_root=data_root, executor="local")
+    out = grid.execute(ci_manifest, specs, opts, log=lambda *_: None)
     assert (out.ran, out.skipped, out.dense_trained, out.failed, out.unfinished) == (2, 0, 1, [], [])
 
     tracker = Tracker(paths.tracking_uri)
@@ -60,7 +61,7 @@ def test_local_executor_tracks_every_run_and_replays_lost_tracking(tmp_path, dat
     trained = []
     for module in (experiment, iterative):
         monkeypatch.setattr(module, "train", lambda *a, **k: trained.append(1))
-    again = schedule.execute(ci_manifest, specs, opts, log=lambda *_: None)
+    again = grid.execute(ci_manifest, specs, opts, log=lambda *_: None)
     assert trained == [] and (again.ran, again.skipped, again.dense_trained) == (0, 2, 0)
     tracker = Tracker(new_store)
     runs = _runs(tracker)
@@ -72,8 +73,8 @@ def test_local_executor_tracks_every_run_and_replays_lost_tracking(tmp_path, dat
 def test_a_failing_run_is_recorded_and_the_grid_goes_on(tmp_path, data_root, ci_manifest):
     good, bad = [shrink(s, rounds=1) for s in expand(ci_manifest) if s.seed == 0][:2]
     bad = dataclasses.replace(bad, allocation="no_such_allocation")  # fails when it first prunes
-    opts = schedule.Options(paths=Paths(tmp_path), data_root=data_root, executor="local")
-    out = schedule.execute(ci_manifest, [good, bad], opts, log=lambda *_: None)
+    opts = grid.Options(paths=Paths(tmp_path), data_root=data_root, executor="local")
+    out = grid.execute(ci_manifest, [good, bad], opts, log=lambda *_: None)
     assert out.ran == 1 and len(out.failed) == 1
     name, err = out.failed[0]
     assert "unknown allocation 'no_such_allocation'" in err
@@ -85,8 +86,8 @@ def test_a_diverged_run_stops_at_once_is_failed_and_tagged_and_the_grid_goes_on(
     good, bad = [shrink(s, rounds=2) for s in expand(ci_manifest) if s.seed == 1][:2]
     opt = dataclasses.replace(bad.training.optimizer, lr=1e30)
     bad = dataclasses.replace(bad, training=dataclasses.replace(bad.training, optimizer=opt))
-    opts = schedule.Options(paths=Paths(tmp_path), data_root=data_root, executor="local")
-    out = schedule.execute(ci_manifest, [good, bad], opts, log=lambda *_: None)
+    opts = grid.Options(paths=Paths(tmp_path), data_root=data_root, executor="local")
+    out = grid.execute(ci_manifest, [good, bad], opts, log=lambda *_: None)
     assert out.failed == [] and out.ran == 2
     # the dense pre-training diverged, and so did the run that starts from it
     assert [name for name, _ in out.diverged] == [run_name(bad.dense, bad.model_key, bad.dataset_key), run_name(bad)]
@@ -102,7 +103,7 @@ def test_a_diverged_run_stops_at_once_is_failed_and_tagged_and_the_grid_goes_on(
     assert experiment.read_rows(Paths(tmp_path), bad)[-1] == {
         "axis": "final", "index": 0, "diverged": 1.0, "diverged_step": step}
     # final: re-running does not train it again
-    again = schedule.execute(ci_manifest, [good, bad], opts, log=lambda *_: None)
+    again = grid.execute(ci_manifest, [good, bad], opts, log=lambda *_: None)
     assert again.skipped == 2 and again.ran == 0 and again.diverged == []
 
 
@@ -111,7 +112,7 @@ def test_a_failed_dense_pretraining_is_not_retried_per_run(tmp_path, data_root, 
     broken = [dataclasses.replace(s, model=dataclasses.replace(s.model, arch="no_such_model"))
               for s in specs if s.seed == 1]  # its dense pre-training fails (unknown model)
     good = [s for s in specs if s.seed == 0]
-    opts = schedule.Options(paths=Paths(tmp_path), data_root=data_root, executor="local")
-    out = schedule.execute(ci_manifest, good + broken, opts, log=lambda *_: None)
+    opts = grid.Options(paths=Paths(tmp_path), data_root=data_root, executor="local")
+    out = grid.execute(ci_manifest, good + broken, opts, log=lambda *_: None)
     assert len(out.failed) == 1 and out.failed[0][0].startswith("dense/") and "no_such_model" in out.failed[0][1]
     assert out.ran == 2 and sorted(out.unfinished) == sorted(run_name(s) for s in broken)

@@ -14,7 +14,8 @@ from harness import experiment
 from harness.config import expand, load
 from harness.experiment import Context
 from harness.paths import Paths
-from harness.tracking import Tracker, run_tags
+from harness.grid.describe import run_tags
+from harness.tracking import Tracker
 
 from .conftest import ROOT
 

@@ -4,7 +4,8 @@ evaluations of AP's recorded retraining reach MLflow, and a replayed row is not 
 from __future__ import annotations
 
 from harness.config import load, expand
-from harness.tracking import Tracker, run_tags
+from harness.grid.describe import run_tags
+from harness.tracking import Tracker
 
 
 def _tracker_and_run(tmp_path):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import report, schedule
+from harness import grid, report
 from harness.cli import experiment_url, ui_command
 from harness.config import expand, load
 from harness.paths import Paths
@@ -54,7 +54,7 @@ def ui(tmp_path_factory, data_root):
     specs = [dataclasses.replace(s, training=dataclasses.replace(s.training, pretrain="1ep"))
              for s in expand(m) if s.method in ("dense", "dpf")]
     paths = Paths(work)
-    out = schedule.execute(m, specs, schedule.Options(paths=paths, data_root=data_root, executor="local"),
+    out = grid.execute(m, specs, grid.Options(paths=paths, data_root=data_root, executor="local"),
                            log=lambda *_: None)
     assert out.failed == []
     tracker = Tracker(paths.tracking_uri)

@@ -79,9 +79,14 @@ def _paper_lines(manifest: Manifest) -> list[str]:
         if p.commit and "://" not in p.code:
             url += f"/tree/{p.commit}"
         refs.append(f"reference code [{name}]({url})")
+    prof = (manifest.profiles or {}).get(manifest.profile) or {}
+    recipe = " ".join(str(prof.get("description") or "").split()) if isinstance(prof, dict) else ""
+    if not recipe and manifest.profile == "full":
+        recipe = ("the manifest's defaults: the paper's stated values, the released code's where the paper is "
+                  "silent; every difference is listed under *Deviations*.")
     return [f"# {p.title}", "", "Reproduction report: " + " · ".join(refs) + ".", "",
             f"Profile `{manifest.profile}` of `{Path(manifest.path).name or p.key + '.yaml'}` "
-            f"(manifest digest `{manifest.digest or 'n/a'}`).", ""]
+            f"(manifest digest `{manifest.digest or 'n/a'}`)" + (f". Recipe: {recipe}" if recipe else "."), ""]
 
 
 _LAYOUT_HELP = {
