@@ -31,6 +31,7 @@ EXPECTED = {
     "vgg16d_bn_fc3_lin": (15_253_578, 15_239_872, 16, 313.7),
     # PAGS / ICLR'23 (pags.md 5.2 = common.md 1.4 / 2.1): torchvision definitions on 32x32.
     "resnet34_tv_imagenet_stem": (21_289_802, 21_272_768, 37, 74.8),
+    "resnet18_tv_imagenet_stem": (11_181_642, 11_172_032, 21, 37.0),
     "vgg16_bn_tv_4096fc": (134_309_962, 134_289_088, 16, 432.8),
 }
 
@@ -71,12 +72,17 @@ SHEET_MACS_TOL = {"resnet56_cifar_optb": 0.053, "wrn28_8_preact_lin": 0.5}
 # * VGG-16-BN: the 13 convs of config D 313,196,544 (as LAMP's VGG-16) + classifier 25088*4096 + 4096*4096 + 4096*10
 #   = 119,578,624 (the Linear MACs equal the Linear weights: every Linear runs once per image) -> 432,775,168.
 #   ReLU sites 13 + 2 = 15.
-# 100 classes add 90 * (512 + 1) = 46,170 (ResNet-34) and 90 * (4096 + 1) = 368,730 (VGG) parameters.
+# * ResNet-18 (the PAGS paper's second backbone, pags.md 1.1; torchvision's resnet18, 11,181,642 params): stem
+#   2,408,448; stage 1 4 * 2,359,296; stages 2-4 each 1,179,648 + 131,072 + 3 * 2,359,296 = 8,388,608; fc 5,120
+#   -> 37,016,576. ReLU sites 1 + 2 * 8 = 17. (No sheet value: the exact count is the "sheet" column, 37.0.)
+# 100 classes add 90 * (512 + 1) = 46,170 (ResNets) and 90 * (4096 + 1) = 368,730 (VGG) parameters.
 PAGS_EXPECTED = {
     "resnet34_tv_imagenet_stem": (21_289_802, 21_335_972, 21_272_768, 37, 74_765_312, 74.8, 5_120, 33),
+    "resnet18_tv_imagenet_stem": (11_181_642, 11_227_812, 11_172_032, 21, 37_016_576, 37.0, 5_120, 17),
     "vgg16_bn_tv_4096fc": (134_309_962, 134_678_692, 134_289_088, 16, 432_775_168, 432.8, 119_578_624, 15),
 }
-TORCHVISION_REFERENCE = {"resnet34_tv_imagenet_stem": "resnet34", "vgg16_bn_tv_4096fc": "vgg16_bn"}
+TORCHVISION_REFERENCE = {"resnet34_tv_imagenet_stem": "resnet34", "resnet18_tv_imagenet_stem": "resnet18",
+                         "vgg16_bn_tv_4096fc": "vgg16_bn"}
 # Activation sites of every model whose ReLUs are all their own nn.ReLU module (the LAMP models use F.relu / shared
 # in-place modules as their reference code does and are not listed).
 # ReLU sites per forward pass (EfficientNet-B0 uses swish: no ReLU site, no dead-neuron rate).
@@ -381,14 +387,15 @@ def test_pags_structure_equals_torchvision(arch_model: tuple[str, nn.Module]) ->
         assert torch.allclose(model(x), ref(x), rtol=1e-5, atol=1e-6)
 
 
-def test_resnet34_tv_default_init_is_torchvision() -> None:
+@pytest.mark.parametrize("arch", ["resnet34_tv_imagenet_stem", "resnet18_tv_imagenet_stem"])
+def test_resnet_tv_default_init_is_torchvision(arch: str) -> None:
     """Same construction order and init as torchvision: from the same seed the initial weights are bit-identical."""
     import torchvision
 
     torch.manual_seed(3)
-    ours = build_model("resnet34_tv_imagenet_stem").state_dict()
+    ours = build_model(arch).state_dict()
     torch.manual_seed(3)
-    ref = torchvision.models.resnet34(num_classes=10).state_dict()
+    ref = getattr(torchvision.models, TORCHVISION_REFERENCE[arch])(num_classes=10).state_dict()
     assert list(ours) == list(ref)
     assert all(torch.equal(ours[k], ref[k]) for k in ref)
 

@@ -15,7 +15,7 @@ from .resnet_cifar_dpf import (
     resnet56_cifar_bottleneck_lin,
     resnet56_cifar_optb,
 )
-from .resnet_tv import resnet34_tv_imagenet_stem
+from .resnet_tv import resnet18_tv_imagenet_stem, resnet34_tv_imagenet_stem
 from .vgg import scaled_width, vgg16_bn_fc1_lamp
 from .vgg16_tv import vgg16_bn_tv_4096fc
 from .vgg16d import vgg16d_bn_fc3_lin
@@ -39,6 +39,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     # PAGS (pags.md 5.2): the ICLR'23 predecessor's torchvision ImageNet definitions used unchanged on 32x32 inputs,
     # named apart from the CIFAR-stem / small-classifier variants (pags.md 8, defect 5; common.md 1.4).
     "resnet34_tv_imagenet_stem": resnet34_tv_imagenet_stem,
+    "resnet18_tv_imagenet_stem": resnet18_tv_imagenet_stem,  # the PAGS paper's second backbone (pags.md 1.1)
     "vgg16_bn_tv_4096fc": vgg16_bn_tv_4096fc,
 }
 

@@ -1,4 +1,4 @@
-"""torchvision's ImageNet ResNet-34 used unchanged on 32x32 inputs: the ICLR'23 predecessor setup of PAGS
+"""torchvision's ImageNet ResNet-34 (and ResNet-18) used unchanged on 32x32 inputs: the ICLR'23 predecessor setup of PAGS
 (pags.md section 5.2, defect 5 of section 8; common.md sections 1.4 and 2.1).
 
 ``resnet34_tv_imagenet_stem``: stem Conv 7x7 / 2, pad 3 (3 -> 64, no bias) - BN - ReLU - MaxPool 3x3 / 2, pad 1
@@ -32,6 +32,7 @@ from torch import nn
 from .vgg import scaled_width
 
 RESNET34_BLOCKS = (3, 4, 6, 3)
+RESNET18_BLOCKS = (2, 2, 2, 2)
 RESNET34_WIDTHS = (64, 128, 256, 512)
 
 
@@ -116,3 +117,11 @@ class ResNetTV(nn.Module):
 def resnet34_tv_imagenet_stem(num_classes: int = 10, width: float = 1.0) -> ResNetTV:
     """torchvision ResNet-34 (ImageNet stem) on 32x32 (pags.md 5.2): 21,289,802 params, 74.8 M MACs; torchvision init."""
     return ResNetTV(RESNET34_BLOCKS, num_classes=num_classes, width=width)
+
+
+def resnet18_tv_imagenet_stem(num_classes: int = 10, width: float = 1.0) -> ResNetTV:
+    """torchvision ResNet-18 (ImageNet stem) on 32x32: the PAGS paper's other backbone (its seed: "ResNet18 and
+    ResNet34"), built like the ResNet-34 above (the predecessor's code uses torchvision's ImageNet definitions
+    unchanged, pags.md 1.1 / 5.2): 11,181,642 params (10 classes), 11,172,032 Conv2d + Linear weights in 21 tensors,
+    37,016,576 MACs per 32x32 image; torchvision init."""
+    return ResNetTV(RESNET18_BLOCKS, num_classes=num_classes, width=width)
