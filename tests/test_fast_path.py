@@ -200,9 +200,10 @@ def test_whole_runs_under_the_fast_path_match_the_default_path(tmp_path, data_ro
     spec = next(s for s in expand(m) if s.method == method and s.seed == 0)
     if spec.procedure == "iterative":
         spec = shrink(spec)
-    else:  # DPF ci cut to 1 epoch of 16 steps: one re-allocation (with regrowth) at its end
+    else:  # DPF ci cut to 1 epoch of 16 steps, DSR rewiring every 8 (after iteration 8: one re-allocation)
         spec = dataclasses.replace(spec, training=dataclasses.replace(spec.training, pretrain="1ep"),
-                                   eval=dataclasses.replace(spec.eval, train_examples=64, test_examples=100))
+                                   eval=dataclasses.replace(spec.eval, train_examples=64, test_examples=100),
+                                   params=dataclasses.replace(spec.params, update_every="8it"))
     fast = dataclasses.replace(spec, training=dataclasses.replace(spec.training, channels_last=True, compile=True))
     ctx = lambda name, rows=None: Context(paths=Paths(tmp_path / name), data_root=data_root, device="cpu",  # noqa: E731
                                           report=rows.append if rows is not None else (lambda r: None))

@@ -50,7 +50,9 @@ def test_full_grid_is_the_papers():
     opt = vgg.training.optimizer
     assert (opt.name, opt.lr, opt.weight_decay, opt.betas) == ("adamw", 3e-4, 0.01, (0.9, 0.999))
     assert (vgg.training.batch_size, vgg.training.pretrain, vgg.training.retrain) == (100, "50000it", "40000it")
-    assert vgg.dataset.std == (0.247, 0.243, 0.261) and vgg.dataset.pad_mode == "zeros"
+    assert vgg.dataset.std == (0.237, 0.243, 0.261) and vgg.dataset.pad_mode == "zeros"  # the paper's (appendix A)
+    code = next(s for s in expand(load(LAMP, "code")) if s.model_key == "vgg16" and s.dataset_key == "cifar10")
+    assert code.dataset.std == (0.247, 0.243, 0.261)  # the released code's, profile `code`
     assert (vgg.params.amount_per_round, vgg.params.rounds, vgg.params.rewind_step) == (0.2, 20, None)
     dn = by["cifar10_main", "densenet", "erk"].training
     assert (dn.pretrain, dn.retrain) == ("80000it", "60000it")
@@ -151,7 +153,7 @@ def test_bad_manifests_get_one_line_errors(tmp_path, mutate, expect):
 
 
 def test_unknown_profile_and_missing_file(tmp_path):
-    with pytest.raises(ManifestError, match=r"profiles: no profile 'tiny' \(expected one of: full, ci, claims\)"):
+    with pytest.raises(ManifestError, match=r"profiles: no profile 'tiny' \(expected one of: full, code, ci, claims\)"):
         load(LAMP, "tiny")
     with pytest.raises(ManifestError, match="manifest file not found"):
         load(tmp_path / "nope.yaml")

@@ -50,6 +50,10 @@ METHODS: dict[str, Method] = {
                   "spread by surviving weights (Mostafa & Wang 2019)", params={"regrow": "random"}),
     "sparse_momentum": Method("dynamic", "magnitude", "global", "Sparse Momentum: per-layer magnitude pruning, "
                               "momentum-guided regrowth (Dettmers & Zettlemoyer 2019)", params={"regrow": "momentum"}),
+    # PAGS paper's topology analysis (pags.md 1.1): dynamic sparse training in the ITOP framework (Liu et al. 2021).
+    "itop": Method("dynamic", "magnitude", "erk", "SET in the ITOP framework: per-layer magnitude death at a "
+                   "cosine-decayed rate, random regrowth in the same layer, ERK Bernoulli start (Liu et al. 2021)",
+                   params={"regrow": "set", "initial": "erk"}),
     "dense": Method("dense", "magnitude", "global", "no pruning (dense baseline)"),
     # AP paper (Liu et al. 2023): the released code's cycles; AP is the procedure's ap_rate modifier (ap.md 2.2).
     "cycles_global": Method("cycles", "magnitude", "global",
