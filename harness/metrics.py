@@ -82,8 +82,10 @@ def macs(
 
 @torch.no_grad()
 def dead_neuron_rate(model: nn.Module, batches) -> tuple[float, dict[str, float]]:
-    """Dynamic dead-neuron rate, **harness-defined** (ap.md 6: the AP code computes none): the fraction of ReLU outputs
-    that are exactly zero over every image of ``batches``, in eval mode, per ReLU site and overall.
+    """Post-training dead-neuron rate on fixed ``batches`` (the test set in the reports), **harness-defined** (ap.md 6:
+    the AP code computes none): the fraction of ReLU outputs that are exactly zero over every image of ``batches``,
+    in eval mode, per ReLU site and overall. This is *not* the paper's dynamic DNR "during optimisation" (ap.md 1.1),
+    which :class:`DeadNeuronMeter` measures over the training batches while the model trains.
 
     Every ``nn.ReLU`` module is a site (forward hooks; the models used for it call each site through its own module:
     no functional ``F.relu`` and no module reused twice). Overall = zero outputs / all outputs summed over the sites
@@ -119,3 +121,57 @@ def dead_neuron_rate(model: nn.Module, batches) -> tuple[float, dict[str, float]
     per_layer = {n: int(zeros[n]) / totals[n] for n in totals}
     overall = sum(int(zeros[n]) for n in totals) / sum(totals.values())
     return overall, per_layer
+
+
+class DeadNeuronMeter:
+    """The paper's **dynamic** dead-neuron rate "during optimisation" (ap.md 1.1): the fraction of ReLU outputs that
+    are exactly zero in the forward passes the model makes *while it trains* (training mode, the augmented training
+    batches, the weights of that step), counted per ReLU site and overall (element-weighted, as
+    :func:`dead_neuron_rate`), from the last :meth:`read` on (so per epoch when read at every epoch end).
+
+    Forward hooks on every ``nn.ReLU`` module (each site its own module, as :func:`dead_neuron_rate` assumes) add to
+    counters that stay on the device: nothing is read on the host until :meth:`read` (the training loop's no-sync
+    rule). Forward passes in eval mode (evaluations between epochs) are not counted. Use as a context manager, or
+    call :meth:`close` to remove the hooks.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.sites = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ReLU)]
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        # device scalars, added to in place: no host read, and nothing a compiled forward would have to guard on
+        self._zeros = [torch.zeros((), dtype=torch.long, device=device) for _ in self.sites]
+        self._totals = [torch.zeros((), dtype=torch.long, device=device) for _ in self.sites]
+        self._handles = [m.register_forward_hook(self._hook(i)) for i, (_, m) in enumerate(self.sites)]
+
+    def _hook(self, i: int) -> Callable[..., None]:
+        def fn(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            if not module.training:
+                return
+            self._zeros[i].add_((output == 0).sum())
+            self._totals[i].add_(output.numel())
+
+        return fn
+
+    def read(self, reset: bool = True) -> tuple[float, dict[str, float]]:
+        """``(overall, {site: rate})`` since the last reset (one host read); ``(nan, {})`` when nothing was counted."""
+        zeros = torch.stack(self._zeros).tolist() if self.sites else []
+        totals = torch.stack(self._totals).tolist() if self.sites else []
+        if sum(totals) == 0:
+            out: tuple[float, dict[str, float]] = (float("nan"), {})
+        else:
+            out = (sum(zeros) / sum(totals), {name: z / t for (name, _), z, t in zip(self.sites, zeros, totals) if t})
+        if reset:
+            for c in (*self._zeros, *self._totals):
+                c.zero_()
+        return out
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def __enter__(self) -> "DeadNeuronMeter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

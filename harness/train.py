@@ -103,26 +103,55 @@ def make_optimizer(cfg: OptimizerConfig, params) -> torch.optim.Optimizer:
 
 
 def make_scheduler(opt: torch.optim.Optimizer, cfg: LRScheduleConfig, steps_per_epoch: int):
-    """Stepped once per optimizer step; milestones are durations converted to steps."""
+    """Stepped once per optimizer step; milestones are durations converted to steps.
+
+    ``multistep`` with epoch milestones equals a MultiStepLR stepped once per epoch (INCHEON's DPF
+    main.py:150, ramanujan-on-pai main.py:455): a milestone ``m ep`` becomes step ``m * steps_per_epoch``
+    (the partial last batch counts as a step), so step ``i`` of 0-based epoch ``i // steps_per_epoch``
+    uses ``lr * gamma ** #(milestones <= that epoch)``, the same chained products (tests/reference/
+    test_lr_reference.py). ``warmup_fixed`` sets the absolute LR of :func:`warmup_fixed_lr` at every step
+    (no division by the optimizer's base LR, so each value is the reference's float exactly)."""
     if cfg.name == "constant":
         return None
     if cfg.name == "warmup_fixed":
-        base = opt.param_groups[0]["lr"]
-        if base <= 0:
-            raise ValueError("warmup_fixed needs a positive optimizer lr (the base its absolute LRs are divided by)")
-        fn = warmup_fixed_lr(cfg, steps_per_epoch)
-        return torch.optim.lr_scheduler.LambdaLR(opt, lambda i: fn(i) / base)
+        return AbsoluteLR(opt, warmup_fixed_lr(cfg, steps_per_epoch))
     milestones = [duration_steps(m, steps_per_epoch) for m in cfg.milestones]
     return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=cfg.gamma)
 
 
+class AbsoluteLR(torch.optim.lr_scheduler.LRScheduler):
+    """Every parameter group trains optimizer step ``i`` (0-based, the scheduler stepped once after each optimizer
+    step) at ``fn(i)``, an absolute LR: no base LR is multiplied or divided, so the value is ``fn``'s exactly."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, fn):
+        self.fn = fn
+        super().__init__(optimizer)
+
+    def get_lr(self) -> list[float]:
+        return [self.fn(self.last_epoch) for _ in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "fn")}
+
+
 def warmup_fixed_lr(cfg: LRScheduleConfig, steps_per_epoch: int):
-    """The absolute LR of 0-based optimizer step ``i`` under a ``warmup_fixed`` schedule (ap.md 3)."""
+    """The absolute LR of 0-based optimizer step ``i`` under a ``warmup_fixed`` schedule (ap.md 3).
+
+    AP's released code (Martin1937/Activate-While-Pruning resnet_20.py:143-145, 171, 194: the count and the LR start
+    at 0 at every training; :239-253, before every step): the 1-based iteration count goes up by one, the running LR
+    gets ``warmup_per_iter`` added while that count is ``<= warmup_iters``, then from 0-based epoch ``e`` of an
+    override on it is that override's absolute LR. So step ``i`` trains at ``(i + 1) * warmup_per_iter`` until step
+    ``warmup_iters - 1`` (the peak, ``warmup_iters`` additions), holds there, and every step of an overridden epoch
+    trains at the override. The ramp is summed one addition at a time as the code's running float is (the product
+    ``(i + 1) * warmup_per_iter`` differs from that sum in the last bits at 19,967 of the 20,000 warm-up steps)."""
     fixed = sorted((int(e), float(lr)) for e, lr in cfg.fixed)
+    ramp = [0.0]  # ramp[n]: the running LR after n additions
+    for _ in range(cfg.warmup_iters):
+        ramp.append(ramp[-1] + cfg.warmup_per_iter)
 
     def lr(i: int) -> float:
         epoch = i // steps_per_epoch
-        out = cfg.warmup_per_iter * min(i, cfg.warmup_iters)
+        out = ramp[min(i + 1, cfg.warmup_iters)]
         for e, value in fixed:
             if epoch >= e:
                 out = value

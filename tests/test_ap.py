@@ -14,13 +14,14 @@ from torch import nn
 from harness import metrics
 from harness.config import expand, load
 from harness.config.schema import LRScheduleConfig
+from harness.data import DeviceData
 from harness.experiment import Context, Interrupted, get_data
 from harness.experiment import run as run_spec
 from harness.models import build_model
 from harness.paths import Paths, read_jsonl
 from harness.pruning.masks import MaskHook, MaskSet
 from harness.pruning.methods import ap
-from harness.train import make_optimizer, make_scheduler, stage_seed, train, warmup_fixed_lr
+from harness.train import HookChain, StepHooks, make_optimizer, make_scheduler, stage_seed, train, warmup_fixed_lr
 
 AP_YAML = Path(__file__).resolve().parent.parent / "paper_configs" / "ap.yaml"
 
@@ -30,36 +31,59 @@ FULL = LRScheduleConfig("warmup_fixed", warmup_per_iter=5.0e-6, warmup_iters=200
 # ----------------------------------------------------------------------------- LR schedule
 
 
+def _code_lrs(steps: int, steps_per_epoch: int, per_iter: float, warmup_iters: int, fixed) -> list[float]:
+    """The released code's per-iteration LR, its arithmetic (resnet_20.py:143-145, 171, 239-253): before every
+    step the count goes up, the running float gets ``per_iter`` added while the count is <= warmup_iters, and an
+    override epoch sets the absolute value."""
+    out, lr, count = [], 0.0, 0
+    for i in range(steps):
+        count += 1
+        if count <= warmup_iters:
+            lr = lr + per_iter
+        for e, v in fixed:
+            if i // steps_per_epoch >= e:
+                lr = v
+        out.append(lr)
+    return out
+
+
 def test_warmup_fixed_values_at_breakpoints():
     lr = warmup_fixed_lr(FULL, 782)
-    assert lr(0) == 0.0  # starts at 0
-    assert lr(10000) == pytest.approx(0.05)  # mid warm-up: 0.1 / 20,000 per iteration
-    assert lr(782 * 25 - 1) == pytest.approx(782 * 25 * 5e-6 - 5e-6)  # last step of epoch 24: the peak, ~0.0977
-    assert lr(782 * 25) == pytest.approx(0.01)  # first step of 0-based epoch 25
-    assert lr(782 * 32 - 1) == pytest.approx(0.01)
-    assert lr(782 * 32) == pytest.approx(0.001)  # first step of 0-based epoch 32
-    assert lr(782 * 50 - 1) == pytest.approx(0.001)
-    # off by one at either boundary must show
+    assert lr(0) == 5e-6  # the first step already trains at one increment (the code adds before every step)
+    assert lr(1) == 1e-5
+    assert lr(9999) == pytest.approx(0.05)  # 10,000 increments of 0.1 / 20,000
+    peak = 782 * 25 * 5e-6  # 19,550 increments: the last step of epoch 24, ~0.09775
+    assert lr(782 * 25 - 1) == pytest.approx(peak) and lr(782 * 25 - 2) == pytest.approx(peak - 5e-6)
+    assert lr(782 * 25) == 0.01  # first step of 0-based epoch 25 (0.1 / 10 in the code: the same double)
+    assert lr(782 * 32 - 1) == 0.01
+    assert lr(782 * 32) == 0.001  # first step of 0-based epoch 32
+    assert lr(782 * 50 - 1) == 0.001
+    # off by one at either override boundary must show
     assert lr(782 * 25 - 1) != pytest.approx(0.01) and lr(782 * 32 - 1) != pytest.approx(0.001)
-    # the warm-up's end (without overrides): holds at warmup_per_iter * warmup_iters
+    # the warm-up's end (without overrides): 20,000 increments at step 19,999, then it holds
     plain = warmup_fixed_lr(dataclasses.replace(FULL, fixed=()), 782)
-    assert plain(19999) == pytest.approx(0.099995) and plain(20000) == pytest.approx(0.1) == plain(30000)
+    assert plain(19998) == pytest.approx(0.099995) and plain(19999) == pytest.approx(0.1)
+    assert plain(19999) == plain(20000) == plain(30000) and plain(19998) < plain(19999)
+    # every step of the full profile's training (39,100 steps), the code's running float bit for bit
+    assert [lr(i) for i in range(782 * 50)] == _code_lrs(782 * 50, 782, 5e-6, 20000, [(25, 0.01), (32, 0.001)])
+    assert [plain(i) for i in range(25000)] == _code_lrs(25000, 782, 5e-6, 20000, [])
 
 
 def test_warmup_fixed_scheduler_steps_per_iteration_and_restarts():
     cfg = LRScheduleConfig("warmup_fixed", warmup_per_iter=0.00625, warmup_iters=16, fixed=((2, 0.01), (3, 0.001)))
-    expected = [0.00625 * i for i in range(16)] + [0.01] * 8 + [0.001] * 8  # the ci schedule, 8 steps per epoch
-    for _ in range(2):  # a new training gets a new scheduler: it starts over at 0
-        opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    # the ci schedule, 8 steps per epoch: steps 0..15 at (i + 1) * 0.1 / 16 (step 15 at 0.1), then the overrides
+    expected = _code_lrs(32, 8, 0.00625, 16, [(2, 0.01), (3, 0.001)])
+    assert expected[:16] == pytest.approx([0.00625 * (i + 1) for i in range(16)]) and expected[15] == pytest.approx(0.1)
+    assert expected[16:] == [0.01] * 8 + [0.001] * 8
+    for base in (0.1, 0.0):  # a new training gets a new scheduler: it starts over; the optimizer's lr plays no part
+        opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=base)
         sched = make_scheduler(opt, cfg, 8)
         seen = []
         for _ in range(32):
             seen.append(opt.param_groups[0]["lr"])
             opt.step()
             sched.step()
-        assert seen == pytest.approx(expected, abs=1e-12)
-    with pytest.raises(ValueError):
-        make_scheduler(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.0), cfg, 8)
+        assert seen == expected  # exactly
 
 
 # ----------------------------------------------------------------------------- init and dead neurons
@@ -95,6 +119,123 @@ def test_dead_neuron_rate_of_a_hand_made_network():
     assert metrics.dead_neuron_rate(nn.Linear(3, 2), batches) != metrics.dead_neuron_rate(net, batches)
 
 
+def _hand_made_net() -> nn.Sequential:
+    """Image -> Linear(3072, 4) -> ReLU -> Linear(4, 3) -> ReLU -> Linear(3, 10), all weights 0: every ReLU output is
+    its bias, so which units are dead is known (units 1 and 3 of the first site, 0 and 1 of the second)."""
+    first, second, head = nn.Linear(3 * 32 * 32, 4), nn.Linear(4, 3), nn.Linear(3, 10)
+    with torch.no_grad():
+        for lin in (first, second, head):
+            lin.weight.zero_()
+        first.bias.copy_(torch.tensor([1.0, -1.0, 2.0, -3.0]))
+        second.bias.copy_(torch.tensor([-1.0, -0.5, 0.5]))
+        head.bias.zero_()
+    return nn.Sequential(nn.Flatten(), first, nn.ReLU(), second, nn.ReLU(), head)
+
+
+def test_dead_neuron_meter_counts_the_training_batches_of_each_epoch():
+    """The dynamic DNR (ap.md 1.1) on a hand-made network trained at LR 0 (the weights stay as made): per epoch, over
+    the training batches only (10 images at batch 4: batches of 4, 4 and the partial 2), eval-mode passes between
+    epochs not counted, the counters reset at every read."""
+    net = _hand_made_net()
+    data = DeviceData(torch.zeros(10, 3, 32, 32, dtype=torch.uint8), torch.zeros(10, dtype=torch.long),
+                      torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.zeros(4, dtype=torch.long),
+                      (0.5, 0.5, 0.5), (1.0, 1.0, 1.0), 0, "zeros", False)
+    reads = []
+
+    class PerEpoch(StepHooks):
+        def after_epoch(self, epoch, st):
+            reads.append(meter.read())
+            metrics.dead_neuron_rate(net, [(torch.zeros(3, 3, 32, 32), None)])  # eval mode: not counted
+            if epoch == 1:
+                with torch.no_grad():
+                    net[1].bias[0] = -1.0  # a third unit of the first site dies from epoch 2 on
+
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)
+    with metrics.DeadNeuronMeter(net) as meter:
+        assert [n for n, _ in meter.sites] == ["2", "4"]
+        train(net, data, steps=6, optimizer=opt, scheduler=None, batch_size=4, drop_last=False, seed=0,
+              hooks=PerEpoch())
+        nothing = meter.read()  # nothing since the last read
+        assert math.isnan(nothing[0]) and nothing[1] == {}
+    assert reads == [(4 / 7, {"2": 0.5, "4": 2 / 3}), (5 / 7, {"2": 0.75, "4": 2 / 3})]
+    assert all(not m._forward_hooks for m in net.modules())  # hooks removed on exit
+    no_relu = metrics.DeadNeuronMeter(nn.Linear(2, 2))
+    assert no_relu.sites == [] and math.isnan(no_relu.read()[0])
+
+
+def test_dead_neuron_meter_reads_nothing_on_the_host_inside_the_step_loop(monkeypatch):
+    """The meter's counters stay on the device: with it attached, the training loop still reads tensor values on
+    the host only at its divergence checks and epoch ends (as tests/test_fast_path.py checks without it)."""
+    import harness.train as train_module
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(4, 10), nn.ReLU())
+    g = torch.Generator().manual_seed(0)
+    n = 16 * (train_module.CHECK_EVERY + 3)
+    data = DeviceData(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
+                      torch.randint(0, 10, (n,), generator=g), torch.zeros(2, 3, 32, 32, dtype=torch.uint8),
+                      torch.zeros(2, dtype=torch.long), (0.5, 0.5, 0.5), (1.0, 1.0, 1.0), 0, "zeros", False)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    reads: list[str] = []
+
+    def watch(name):
+        real = getattr(torch.Tensor, name)
+
+        def counted(self, *a, **k):
+            reads.append(name)
+            return real(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+
+    class Marks(StepHooks):
+        def after_optimizer_step(self, step):
+            reads.append(f"step {step}")
+
+    with metrics.DeadNeuronMeter(net) as meter:
+        for name in ("item", "__bool__", "__float__", "__int__", "__index__", "tolist"):
+            watch(name)
+        steps = train_module.CHECK_EVERY + 3
+        train(net, data, steps=steps, optimizer=opt, scheduler=None, batch_size=16, drop_last=True, seed=0,
+              hooks=Marks())
+        monkeypatch.undo()
+        overall, sites = meter.read()
+    syncing = [i for i, r in enumerate(reads) if not r.startswith("step ")]
+    steps_before = {sum(r.startswith("step ") for r in reads[:i]) for i in syncing}
+    assert steps_before <= {train_module.CHECK_EVERY, steps}, steps_before
+    assert 0 < overall < 1 and set(sites) == {"1", "5"}
+
+
+def test_dead_neuron_meter_under_torch_compile_one_graph_same_rates():
+    """The meter's hooks inside a compiled step (the fast path's torch.compile, on the CPU here): traced into one
+    graph (no recompilation per step: the counters are device tensors, nothing changing is guarded on) and the same
+    rates as eager."""
+    import copy
+
+    from torch._dynamo.utils import counters
+
+    from harness.train import FastPath
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(4, 10), nn.ReLU())
+    g = torch.Generator().manual_seed(0)
+    data = DeviceData(torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8, generator=g),
+                      torch.randint(0, 10, (64,), generator=g), torch.zeros(2, 3, 8, 8, dtype=torch.uint8),
+                      torch.zeros(2, dtype=torch.long), (0.5, 0.5, 0.5), (1.0, 1.0, 1.0), 0, "zeros", False)
+    torch._dynamo.reset()
+    counters.clear()
+    rates = []
+    for compiled, m in ((False, net), (True, copy.deepcopy(net))):
+        opt = torch.optim.SGD(m.parameters(), lr=0.01)
+        with metrics.DeadNeuronMeter(m) as meter:
+            train(m, data, steps=12, optimizer=opt, scheduler=None, batch_size=16, drop_last=True, seed=0,
+                  fast=FastPath(compile=compiled))
+            rates.append(meter.read())
+    assert rates[0] == rates[1] and 0 < rates[0][0] < 1
+    assert counters["stats"]["unique_graphs"] == 1
+
+
 def test_every_relu_site_of_resnet20_is_its_own_module():
     m = build_model("resnet20_cifar_optb", 10, 0.25, "ap_xavier")
     calls: dict[str, int] = {}
@@ -118,6 +259,14 @@ def tiny(spec, **params):
         params=dataclasses.replace(spec.params, cycles=2, **params))
 
 
+@pytest.fixture(autouse=True)
+def _threads():
+    """One CPU thread (overrides conftest's two): the tiny convolutions of these runs are ~10x faster without the
+    threads' synchronisation on a shared 2-core machine, and every comparison here is within one thread setting."""
+    torch.set_num_threads(1)
+    yield
+
+
 @pytest.fixture(scope="module")
 def ap_specs():
     m = load(AP_YAML, profile="ci")
@@ -126,6 +275,7 @@ def ap_specs():
 
 @pytest.fixture(scope="module")
 def full_run(ap_specs, data_root, tmp_path_factory):
+    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("ap_full")
     spec = ap_specs["global_mag_ap"]
     rows = run_spec(spec, Context(paths=Paths(root), data_root=data_root, device="cpu"))
@@ -161,9 +311,9 @@ def test_prune_cycle_removes_18_plus_2_percent_negative_small_movement(ap_specs,
     n_ap = int(0.02 * alive)  # counted before the base step
     assert calls == [n_ap]  # one AP code path, whatever the base score
     assert stats["alive_before"] == alive and stats["n_ap"] == n_ap == stats["ap_removed"] and not stats["ap_guarded"]
-    assert stats["base_pruned"] == round(0.18 * alive)
+    assert stats["base_pruned"] == alive - round(alive * (1 - 0.18))  # keeps round(alive * (1 - base_rate))
     now = sum(int(m.sum()) for m in masks.masks.values())
-    assert now == alive - round(0.18 * alive) - n_ap and abs(stats["pruned_fraction"] - 0.2) < 0.002
+    assert now == round(alive * (1 - 0.18)) - n_ap and abs(stats["pruned_fraction"] - 0.2) < 0.002
     assert sum(int(g.sum()) for g in gone.values()) == n_ap
     cand_delta, gone_delta = [], []
     for n, g in gone.items():
@@ -174,6 +324,19 @@ def test_prune_cycle_removes_18_plus_2_percent_negative_small_movement(ap_specs,
         gone_delta.append(delta[g])
         cand_delta.append(delta[masks.masks[n] & (theta_t[n] < 0)])  # candidates that survived
     assert float(torch.cat(gone_delta).max()) <= float(torch.cat(cand_delta).min())  # the smallest movements
+
+
+@pytest.mark.parametrize("alive, removed", [(25, 5), (75, 13), (100, 18)])
+def test_base_step_count_at_half_way_alive_counts(alive, removed):
+    """The nested base step keeps round(alive * (1 - base_rate)) (Python's round of the float product, half to even):
+    it removes alive - that, which differs from round(base_rate * alive) by one at 1.5 % of alive counts (4,487 of
+    1..299,999 for 0.18): 25 -> 5 (not 4), 75 -> 13 (not 14); 100 -> 18 either way."""
+    w = nn.Parameter(torch.arange(1.0, alive + 1.0))
+    masks = MaskSet({"w": w})
+    stats = masks.prune_("magnitude", "global", 0.18)
+    assert stats["pruned"] == removed == alive - round(alive * (1 - 0.18))
+    assert masks.masks["w"][:removed].logical_not().all() and masks.masks["w"][removed:].all()  # the smallest |w|
+    assert (removed == round(0.18 * alive)) == (alive == 100)
 
 
 def test_ap_step_guard_removes_every_candidate():
@@ -212,14 +375,18 @@ def test_run_rows_densities_and_exact_masks(full_run):
         assert r["density"] == pytest.approx(0.8 ** k, rel=0.01)
         assert r["density_conv_linear"] < r["density"] < r["density_all_params"] < 1  # BN gamma and biases stay
         assert r["n_ap"] == int(0.02 * r["alive_before"]) == r["ap_removed"]
-        assert r["base_pruned"] == round(0.18 * r["alive_before"])
+        assert r["base_pruned"] == r["alive_before"] - round(r["alive_before"] * (1 - 0.18))
         assert r["masked_nonzero"] == 0  # the recorded retraining ends with exactly m_k
         assert [e["epoch"] for e in r["epochs"]] == [1, 2] and r["test_acc"] == r["epochs"][-1]["test_acc"]
         assert len(r["dnr_layers"]) == 19 and 0 <= r["dead_neuron_rate"] <= 1
+        # the paper's dynamic DNR, over each epoch's training batches, beside the post-training test-set value
+        assert all(0 < e["train_dnr"] < 1 and len(e["train_dnr_layers"]) == 19 for e in r["epochs"])
+        assert r["train_dnr"] == r["epochs"][-1]["train_dnr"] != r["dead_neuron_rate"]
     assert rows[-1]["dead_neuron_rate"] == rows[-2]["dead_neuron_rate"] and "epochs" not in rows[-1]
     d = Paths(root).run_dir("ap", spec.id)
     csv_lines = (d / "ap_epochs.csv").read_text().splitlines()
     assert csv_lines[0].startswith("cycle,epoch,steps,test_acc") and "dnr/relu" in csv_lines[0]
+    assert ",dead_neuron_rate,train_dnr," in csv_lines[0] and "train_dnr/relu" in csv_lines[0]
     assert [line.split(",")[:2] for line in csv_lines[1:]] == [["1", "1"], ["1", "2"], ["2", "1"], ["2", "2"]]
     ck = torch.load(d / "checkpoint.pt")
     for n, m in ck["masks"].items():
@@ -276,34 +443,105 @@ def test_full_manifest_encodes_the_sheet():
 
 
 def test_dpf_base_trains_with_feedback_then_ap_removes_from_its_mask(ap_specs, data_root, tmp_path, monkeypatch):
-    """DPF as the base (decision "dpf"): the cycle's first training re-selects the mask over all entries (entries
-    pruned in the previous cycle may come back), ends at exactly alive - round(0.18 alive), then AP removes n_ap
-    (counted before the base step) negative entries; the recorded retraining ends with exactly that mask."""
+    """DPF as the base (decision "dpf"): the cycle's first training re-selects the mask over every entry of DPF's own
+    prunable set, the conv weights (entries pruned in the previous cycle may come back), and ends with exactly
+    round(U (1 - 0.18)) of its U alive conv entries; BN gamma and the linear weight are never in a selection. Then AP
+    removes n_ap (counted before the base step over the whole maskable set) negative entries; the recorded retraining
+    ends with exactly that mask."""
     spec = ap_specs["dpf_cyc_ap"]
     assert (spec.params.decision, spec.params.dpf_update_every, spec.params.dpf_end) == ("dpf", 4, "3ep")
     spec = dataclasses.replace(spec, params=dataclasses.replace(spec.params, dpf_update_every=1, dpf_end="1ep"))
     hooks, selections = [], []
     real_train, real_select = ap.train, MaskSet.select_
-    monkeypatch.setattr(ap, "train", lambda *a, **k: hooks.append(type(k["hooks"]).__name__) or real_train(*a, **k))
+
+    def spy_train(*a, **k):
+        h = k["hooks"]
+        hooks.append([type(x).__name__ for x in h.hooks] if isinstance(h, HookChain) else type(h).__name__)
+        return real_train(*a, **k)
 
     def select(self, *a, **k):
         out = real_select(self, *a, **k)
-        selections.append((k.get("eligible"), k.get("density"), out["regrown"]))
+        selections.append((k.get("eligible"), k.get("density"), out["regrown"], tuple(self.params)))
         return out
 
+    monkeypatch.setattr(ap, "train", spy_train)
     monkeypatch.setattr(MaskSet, "select_", select)
     rows = run_spec(spec, Context(paths=Paths(tmp_path), data_root=data_root, device="cpu"))
-    # per cycle: the DPF decision training, then the masked recorded retraining (MaskHook + epoch evaluation)
-    assert hooks == ["CubicMaskHook", "HookChain", "CubicMaskHook", "HookChain"]
-    n = sum(int(m.numel()) for m in MaskSet.for_model(build_model(spec.model.arch, spec.num_classes, spec.model.width),
-                                                       spec.prunable).masks.values())
-    assert all(e == "all" for e, _, _ in selections)  # DPF re-selects over all entries, never nested
+    # per cycle: the DPF decision training (DPF's hook on the conv weights + the others' masks re-applied), then the
+    # masked recorded retraining (MaskHook + epoch evaluation)
+    assert hooks == [["CubicMaskHook", "MaskHook"], ["MaskHook", "EpochEval"]] * 2
+    model = build_model(spec.model.arch, spec.num_classes, spec.model.width)
+    conv = list(MaskSet.for_model(model, "conv_weights").params)
+    maskable = MaskSet.for_model(model, spec.prunable)
+    n = sum(int(m.numel()) for m in maskable.masks.values())
+    n_conv = sum(int(maskable.masks[c].numel()) for c in conv)
+    assert all(e == "all" and names == tuple(conv) for e, _, _, names in selections)  # never BN gamma or fc
     for k in (1, 2):
         r = rows[k]
-        alive = r["alive_before"]
-        assert r["base_pruned"] == round(0.18 * alive) and r["n_ap"] == int(0.02 * alive) == r["ap_removed"]
-        assert round(r["density"] * n) == alive - round(0.18 * alive) - int(0.02 * alive)
+        alive, u = r["alive_before"], r["dpf_alive_before"]
+        assert r["base_pruned"] == u - round(u * (1 - 0.18)) and r["n_ap"] == int(0.02 * alive) == r["ap_removed"]
+        assert round(r["density"] * n) == alive - r["base_pruned"] - r["n_ap"]
         assert r["masked_nonzero"] == 0 and r["dpf_mask_updates"] == 2 + 1  # steps 0 and 1 of 2-step epoch 1, + final
+        gammas = [f"{name}.weight" for name, mod in model.named_modules() if isinstance(mod, nn.BatchNorm2d)]
+        assert len(gammas) == 21 and all(r["layer_density"][g] == 1.0 for g in gammas)  # BN gamma: never selected
+    assert rows[1]["dpf_alive_before"] == n_conv
     assert rows[2]["dpf_regrown"] > 0  # the feedback brought back entries cycle 1 had pruned
-    cycle2 = [d for _, d, _ in selections[3:]]
-    assert cycle2[-1] * n == pytest.approx(rows[1]["density"] * n - round(0.18 * rows[2]["alive_before"]), abs=1e-6)
+    cycle2 = [d for _, d, _, _ in selections[3:]]
+    assert round(cycle2[-1] * n_conv) == round(rows[2]["dpf_alive_before"] * (1 - 0.18))
+
+
+def test_dpf_base_never_selects_bn_gamma_and_keeps_the_others_masks(ap_specs, data_root):
+    """Boundary: BN gamma made the smallest weights of the maskable set (|gamma| = 1e-6, below every conv weight)
+    and a masked linear entry: a re-selection over every maskable entry would prune those gammas and could bring the
+    linear entry back; DPF's re-selection over its own set (conv weights) leaves both as they were, keeps exactly
+    round(U (1 - 0.18)) conv entries, and the masked linear entry stays 0 after every step."""
+    spec = ap_specs["dpf_cyc_ap"]
+    model, masks, _ = trained_model(spec, data_root, steps=1)
+    conv = [c for c in ap.prunable_parameters(model, "conv_weights")]
+    with torch.no_grad():
+        model.bn1.weight[:2] = 1e-6
+        model.layer1[0].bn1.weight[0] = -1e-6
+    fc = dict(masks.masks)
+    fc["fc.weight"] = fc["fc.weight"].clone()
+    fc["fc.weight"][0, :3] = False
+    masks.set_masks_(fc)
+    masks.apply_()
+    conv_alive = sum(int(masks.masks[c].sum()) for c in conv)
+    before = {n: m.clone() for n, m in masks.masks.items()}
+    # the old behaviour (one re-selection over every maskable entry) would prune the tiny gammas
+    everything = MaskSet({n: nn.Parameter(p.detach().clone()) for n, p in masks.params.items()})
+    everything.select_(ap.scores.compute("magnitude", everything.score_inputs(), dense=True), "global",
+                       density=0.9, eligible="all")
+    assert not bool(everything.masks["bn1.weight"][:2].any()) and not bool(everything.masks["layer1.0.bn1.weight"][0])
+    ctx = Context(paths=Paths(Path("/nonexistent")), data_root=data_root, device="cpu")
+    data = get_data(spec.dataset, ctx)
+    zero_after_step = []
+
+    class Watch(StepHooks):
+        def after_optimizer_step(self, step):
+            zero_after_step.append(float(model.fc.weight.detach()[0, :3].abs().sum()))
+
+    def train_fn(hook):
+        opt = make_optimizer(spec.training.optimizer, model.parameters())
+        train(model, data, steps=4, optimizer=opt, scheduler=None, batch_size=16, drop_last=False,
+              seed=stage_seed(0, "dpf"), hooks=HookChain(hook, Watch()))
+
+    stats = ap.dpf_decision_training(masks, conv, "magnitude", "global", 0.18, 1, 3, train_fn)
+    assert stats["dpf_alive_before"] == conv_alive
+    assert stats["base_pruned"] == conv_alive - round(conv_alive * (1 - 0.18))
+    assert sum(int(masks.masks[c].sum()) for c in conv) == round(conv_alive * (1 - 0.18))
+    for n in masks.masks:
+        if n not in conv:
+            assert torch.equal(masks.masks[n], before[n]), n  # BN gamma (tiny ones included), fc: untouched
+    assert bool(masks.masks["bn1.weight"][:2].all()) and bool(masks.masks["layer1.0.bn1.weight"][0])
+    assert zero_after_step == [0.0] * 4  # the masked linear entries re-zeroed after every step
+    assert masked_nonzero_of(masks) == 0
+    # a maskable set that is DPF's own set (nothing outside the selection)
+    only = MaskSet({c: masks.params[c] for c in conv}, {c: masks.masks[c] for c in conv})
+    alive = sum(int(m.sum()) for m in only.masks.values())
+    out = ap.dpf_decision_training(only, conv, "magnitude", "global", 0.18, 1, 3, train_fn)
+    assert out["base_pruned"] == alive - round(alive * (1 - 0.18)) and masked_nonzero_of(only) == 0
+
+
+def masked_nonzero_of(masks):
+    return ap.masked_nonzero(masks)

@@ -4,6 +4,9 @@
   *strictly* greater than 1. Writing ``>=`` makes a layer at ratio exactly 1 dense.
 * The multistep LR schedule: the scheduler must be stepped once after every optimizer step, so a
   milestone at step ``m`` means steps ``< m`` use ``lr`` and steps ``>= m`` use ``lr * gamma``.
+* AP's warm-up/fixed schedule (ap.md 3, resnet_20.py:239-253): the increment comes *before* every step, so step
+  ``i`` trains at ``(i + 1) * warmup_per_iter`` (the first step not at 0), the ramp stops after ``warmup_iters``
+  increments and holds, and an override epoch sets its absolute LR from its first step on.
 """
 
 from __future__ import annotations
@@ -160,3 +163,30 @@ def test_constant_schedule_keeps_lr() -> None:
                     drop_last=True, seed=0, hooks=hooks)
     assert hooks.lr_at_step == [LR] * 5
     assert hooks.effective_lr == pytest.approx([LR] * 5, rel=1e-3)
+
+
+def test_warmup_fixed_lr_at_its_boundaries_in_the_loop() -> None:
+    # 4 steps per epoch; 0.025 added before each of the first 6 steps (steps 0-5: 0.025 ... 0.15), steps 6-7 hold at
+    # the peak, 0-based epoch 2 (step 8 on) at the absolute 0.01, epoch 3 (step 12 on) at 0.001
+    cfg = LRScheduleConfig(name="warmup_fixed", warmup_per_iter=0.025, warmup_iters=6, fixed=((2, 0.01), (3, 0.001)))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+    opt = train_mod.make_optimizer(OptimizerConfig(name="sgd", lr=LR, weight_decay=0.0, momentum=0.0), model.parameters())
+    sched = train_mod.make_scheduler(opt, cfg, STEPS_PER_EPOCH)
+    hooks = _LrRecorder(model, opt)
+    train_mod.train(model, _tiny_data(), steps=STEPS, optimizer=opt, scheduler=sched, batch_size=BATCH,
+                    drop_last=True, seed=0, hooks=hooks)
+    lrs = hooks.lr_at_step
+    assert lrs[0] == 0.025  # the first step: one increment, not 0 (the late rule gave 0 here)
+    assert lrs[1] == 0.05
+    assert lrs[5] == pytest.approx(0.15) and lrs[4] == pytest.approx(0.125)  # the last warm-up step: 6 increments
+    assert lrs[6] == lrs[7] == lrs[5]  # the hold after the warm-up
+    assert lrs[8] == 0.01 and lrs[7] != 0.01  # the first step of the first fixed epoch, not one before
+    assert lrs[11] == 0.01 and lrs[12] == 0.001 and lrs[13] == 0.001
+    # the updates were made with those LRs
+    assert hooks.effective_lr == pytest.approx(lrs, rel=1e-3)
+    # a new training's scheduler starts over at one increment
+    opt2 = train_mod.make_optimizer(OptimizerConfig(name="sgd", lr=LR, weight_decay=0.0, momentum=0.0),
+                                    model.parameters())
+    train_mod.make_scheduler(opt2, cfg, STEPS_PER_EPOCH)
+    assert opt2.param_groups[0]["lr"] == 0.025

@@ -65,9 +65,10 @@ class OptimizerConfig:
 @dataclass(frozen=True)
 class LRScheduleConfig:
     """``constant``; ``multistep`` (milestones, gamma); ``warmup_fixed`` (AP, ap.md 3): per iteration
-    of each training, ``lr = warmup_per_iter * min(i, warmup_iters)`` (i = 0-based step, so step 0
-    runs at 0), overridden from 0-based epoch ``e`` on by the absolute ``lr`` of the latest
-    ``fixed`` entry ``[e, lr]`` with ``e <= epoch``."""
+    of each training, the released script adds ``warmup_per_iter`` before every step, so 0-based step
+    ``i`` trains at ``(i + 1) * warmup_per_iter`` (summed increment by increment, as the script does),
+    held after ``warmup_iters`` increments, and overridden from 0-based epoch ``e`` on by the absolute
+    ``lr`` of the latest ``fixed`` entry ``[e, lr]`` with ``e <= epoch``."""
 
     name: Literal["constant", "multistep", "warmup_fixed"]
     milestones: tuple[str, ...] = ()  # durations, e.g. ["150ep", "225ep"]

@@ -61,8 +61,8 @@ METHODS: dict[str, Method] = {
     "cycles_lamp": Method("cycles", "lamp", "global", "AP-style cycles, LAMP base step; AP when ap_rate > 0"),
     "cycles_dpf": Method("cycles", "magnitude", "global",
                          "AP-style cycles, DPF base: each cycle's first training with DPF's feedback toward the "
-                         "cycle's target (global magnitude re-selection over all weights); AP when ap_rate > 0",
-                         params={"decision": "dpf"}),
+                         "cycle's target (global magnitude re-selection over DPF's own prunable set, the conv "
+                         "weights); AP when ap_rate > 0", params={"decision": "dpf"}),
 }
 
 __all__ = ["METHODS", "PROCEDURES", "Method", "Procedure"]

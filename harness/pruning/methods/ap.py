@@ -2,7 +2,8 @@
 
 One procedure, ``cycles``, runs the released code's cycle structure for *any* base method: the
 base pruning step is the method's own score and allocation through :meth:`MaskSet.prune_`
-(nested: ``base_rate`` of the still-unmasked entries), and AP is one modifier applied after it,
+(nested over the still-unmasked entries: it keeps ``round(alive * (1 - base_rate))`` of them), and AP is one
+modifier applied after it,
 :func:`ap_step`, switched off by ``ap_rate = 0`` (then the run is the plain base method). Per
 run (ap.md 2.2, with the defects of ap.md 7 fixed)::
 
@@ -12,9 +13,13 @@ run (ap.md 2.2, with the defects of ap.md 7 fixed)::
                   every parameter *and buffer* replaced, so BN running stats are reset
         train training.retrain, fresh optimizer and LR schedule, mask re-applied after every step
         n_ap = int(ap_rate * alive)          # counted BEFORE the base step
-        base step: remove base_rate of the alive entries (the method's score + allocation); with
-                   decision "dpf" the first training is DPF's (mask re-selected over all entries on the
-                   cubic schedule, straight-through) and its final mask, at the same count, is the base step
+        base step: keep round(alive * (1 - base_rate)) of the alive entries by the method's score +
+                   allocation (Python's round of the float product), i.e. remove alive - that: it differs by
+                   one from round(base_rate * alive) at 1.5 % of alive counts for base_rate 0.18 (25 -> 5,
+                   not 4; 75 -> 13, not 14); with decision
+                   "dpf" the first training is DPF's on DPF's own prunable set, the conv weights (mask
+                   re-selected over all conv entries on the cubic schedule, straight-through; BN gamma and the
+                   linear weight keep their masks), ending at round(U * (1 - base_rate)) of its U alive entries
         AP step:   among alive entries with theta_T < 0, remove the n_ap with the smallest
                    |theta_T - reference| (reference: theta_0 of this cycle), ties by index;
                    fewer candidates than n_ap: remove all of them (ap_guarded = 1, logged)
@@ -22,7 +27,8 @@ run (ap.md 2.2, with the defects of ap.md 7 fixed)::
         LR schedule, mask re-applied after every step, evaluated after every epoch   -> round k
 
 Rows: on the ``round`` axis, round 0 the dense model, round k the recorded retraining's end
-(its last epoch's evaluation: accuracies, losses, the harness-defined dead-neuron rate), with
+(its last epoch's evaluation: accuracies, losses, the harness-defined post-training dead-neuron rate on the test
+set ``dead_neuron_rate``, and the paper's dynamic DNR during that epoch's training ``train_dnr``), with
 densities over the maskable set (``density``), over conv + linear weights
 (``density_conv_linear``) and over all parameters (``density_all_params``, from the mask;
 ``density_all`` counts nonzeros), the pruning counts of the cycle, and every epoch's metrics
@@ -64,9 +70,10 @@ class CyclesParams:
     ap_rate: float = 0.0  # AP: n_ap = int(ap_rate * alive before the base step); 0 = no AP
     movement_reference: Literal["cycle_init", "original_init"] = "cycle_init"  # theta_0 of |theta_T - theta_0|
     # the cycle's first (decision) training: "masked" (the code: m_{k-1} re-applied after every step, then the
-    # base method's nested step) | "dpf" (DPF as the base method: straight-through training with the mask
-    # re-selected over all entries every `dpf_update_every` steps on the cubic schedule from m_{k-1}'s density to
-    # this cycle's target, reached at `dpf_end`; the mask DPF ends with is the base step; regrowth allowed)
+    # base method's nested step) | "dpf" (DPF as the base method: straight-through training with the mask of DPF's
+    # own prunable set, the conv weights, re-selected over all its entries every `dpf_update_every` steps on the
+    # cubic schedule from its density under m_{k-1} to this cycle's target, reached at `dpf_end`; the mask DPF ends
+    # with is the base step; regrowth allowed; BN gamma and the linear weight keep their masks meanwhile)
     decision: Literal["masked", "dpf"] = "masked"
     dpf_update_every: int = 16
     dpf_end: str | None = None  # a duration within training.retrain; None: the end of the training
@@ -80,7 +87,14 @@ def ap_step(masks: MaskSet, reference: dict[str, torch.Tensor], n_ap: int) -> tu
     """AP's activation step (ap.md 2.1) on the current weights theta_T of ``masks``: among the unmasked entries with
     theta_T < 0, mask the ``n_ap`` with the smallest ``|theta_T - reference|``; ties go to the lower flat index in
     forward order. With fewer candidates than ``n_ap`` all of them are removed (``ap_guarded``). Returns the counts
-    and the entries it removed (name -> bool tensor)."""
+    and the entries it removed (name -> bool tensor).
+
+    Reference (Martin1937/Activate-While-Pruning resnet_20.py:337-392): candidates are the alive entries that are
+    negative after the base step (:364), the movement is measured against the state taken at the start of this
+    cycle's first training (:172, :351-352), and the code masks every candidate whose movement is ``<=`` the value at
+    0-based index ``n_ap`` of the sorted movements (:369, :385): ``n_ap + 1`` entries plus ties, IndexError when
+    there are ``<= n_ap`` candidates. Exactly ``n_ap`` and the guard are deviations ``ap_exact_n_ap`` and
+    ``ap_guard_ap_step``."""
     names = list(masks.params)
     theta = torch.cat([masks.params[n].detach().reshape(-1) for n in names])
     alive = torch.cat([masks.masks[n].reshape(-1) for n in names])
@@ -111,6 +125,7 @@ def prune_cycle(masks: MaskSet, score: str, allocation: str, base_rate: float, a
     score -> allocation -> mask pipeline, then (``ap_rate > 0``) :func:`ap_step`. ``base_done``: the base step
     already happened during the decision training (DPF, its counts; ``alive_before`` the count before it). Returns
     the counts and the entries the AP step removed."""
+    # resnet_20.py:302-313, 332: n_ap = int(size of the alive pool * rate), the pool collected before the base step
     alive = alive_before if base_done is not None else sum(a for a, _ in masks.counts().values())
     n_ap = int(ap_rate * alive)
     base = base_done if base_done is not None else {"base_pruned": masks.prune_(score, allocation, base_rate)["pruned"]}
@@ -125,26 +140,42 @@ def prune_cycle(masks: MaskSet, score: str, allocation: str, base_rate: float, a
     return stats, gone
 
 
-def dpf_decision_training(masks: MaskSet, score: str, allocation: str, base_rate: float, update_every: int,
-                          end: int, train_fn) -> dict:
+def dpf_decision_training(masks: MaskSet, dpf_names: list[str], score: str, allocation: str, base_rate: float,
+                          update_every: int, end: int, train_fn) -> dict:
     """DPF as the base method of a cycle (assumption ``ap_dpf_base_assumed``): the cycle's decision training with
-    DPF's feedback (:class:`CubicMaskHook`, straight-through, re-selection over all entries from the dense weights)
-    from the current density to this cycle's target, then one last selection at exactly the target (the alive count
-    minus ``round(base_rate * alive)``, as the nested base step keeps), applied to the weights. ``train_fn(hook)``
-    runs the training. Returns the base step's counts (``base_pruned`` net of regrowth)."""
+    DPF's feedback (:class:`CubicMaskHook`, straight-through, re-selection from the dense weights over *every entry of
+    DPF's own prunable set* ``dpf_names``, the conv weights: dpf.md 1.5, ap.md 1.1) from that set's current density
+    to this cycle's target, then one last selection at exactly the target, applied to the weights. The rest of the
+    maskable set (BN gamma, the linear weight) is outside every selection: it keeps its mask, its masked weights
+    re-zeroed after every optimizer step as in the masked training.
+
+    The count is exact: of the ``U`` alive entries of DPF's set, ``round((1 - base_rate) * U)`` survive (the nested
+    base step's rule, applied to DPF's own set), so the base step removes ``U - round((1 - base_rate) * U)`` entries
+    net of regrowth, all of them in DPF's set. ``train_fn(hook)`` runs the training. Returns the base step's counts
+    (``base_pruned`` net of regrowth)."""
     from harness.pruning.methods.gradual import CubicMaskHook
 
-    n = sum(t for _, t in masks.counts().values())
-    alive = sum(a for a, _ in masks.counts().values())
-    target = (alive - round(base_rate * alive)) / n
-    hook = CubicMaskHook(masks, score, allocation, 1.0 - target, 0, end, update_every,
+    dpf = MaskSet({n: masks.params[n] for n in dpf_names}, {n: masks.masks[n] for n in dpf_names})
+    others = [n for n in masks.params if n not in dpf.params]
+    rest = MaskSet({n: masks.params[n] for n in others}, {n: masks.masks[n] for n in others})
+    n = sum(t for _, t in dpf.counts().values())
+    alive = sum(a for a, _ in dpf.counts().values())
+    keep = round((1.0 - base_rate) * alive)
+    target = keep / n  # select_ keeps round(target * n) = keep entries
+    hook = CubicMaskHook(dpf, score, allocation, 1.0 - target, 0, end, update_every,
                          initial_sparsity=1.0 - alive / n, feedback=True, freeze_after_end=True)
-    train_fn(hook)
-    final = masks.select_(scores.compute(score, masks.score_inputs(), dense=True), allocation, density=target,
-                          eligible="all")
+    train_fn(HookChain(hook, MaskHook(rest)) if rest.params else hook)
+    final = dpf.select_(scores.compute(score, dpf.score_inputs(), dense=True), allocation, density=target,
+                        eligible="all")
     hook.reactivation.add(final["regrown"])
-    masks.apply_()
-    return {"base_pruned": alive - sum(a for a, _ in masks.counts().values()), "dpf_mask_updates": hook.updates + 1,
+    dpf.apply_()
+    if rest.params:
+        rest.apply_()
+    masks.set_masks_({**rest.masks, **dpf.masks})
+    left = sum(a for a, _ in dpf.counts().values())
+    if left != keep:
+        raise RuntimeError(f"DPF base step kept {left} entries, expected exactly {keep}")
+    return {"base_pruned": alive - left, "dpf_alive_before": alive, "dpf_mask_updates": hook.updates + 1,
             "dpf_regrown": hook.reactivation.metrics().get("reactivated_total", 0)}
 
 
@@ -281,8 +312,10 @@ class Cycles(Procedure):
             if p.decision == "dpf":
                 alive = sum(a for a, _ in masks.counts().values())
                 end = min(duration_steps(p.dpf_end, spe), steps) if p.dpf_end else steps
-                base = dpf_decision_training(masks, spec.score, spec.allocation, p.base_rate, p.dpf_update_every,
-                                             end, lambda hook: training(f"cycles/cycle{k}/train", hook))
+                dpf_names = [n for n in prunable_parameters(model, "conv_weights") if n in masks.params]
+                base = dpf_decision_training(masks, dpf_names, spec.score, spec.allocation, p.base_rate,
+                                             p.dpf_update_every, end,
+                                             lambda hook: training(f"cycles/cycle{k}/train", hook))
                 stats, _ = prune_cycle(masks, spec.score, spec.allocation, p.base_rate, p.ap_rate, reference,
                                        base_done=base, alive_before=alive)
             else:
@@ -294,14 +327,20 @@ class Cycles(Procedure):
             model.load_state_dict(theta0)  # reset to this cycle's init, times the new mask
             masks.apply_()
             epochs: list[dict] = []
+            meter = model_metrics.DeadNeuronMeter(model)  # the dynamic DNR over this training's batches (ap.md 1.1)
 
             class EpochEval(StepHooks):
                 def after_epoch(self, epoch: int, st) -> None:
+                    train_dnr, train_sites = meter.read()  # this epoch's training forward passes, then reset
+                    dynamic = {"train_dnr": train_dnr, "train_dnr_layers": train_sites} if meter.sites else {}
                     epochs.append({"epoch": epoch, "steps": st.step,
                                    **evaluate_model(model, data, spec.eval, spec.seed, t.precision),
-                                   **dead_neuron_metrics(model, data, spec.eval, per_layer=True)})
+                                   **dead_neuron_metrics(model, data, spec.eval, per_layer=True), **dynamic})
 
-            res = training(f"cycles/cycle{k}/retrain", HookChain(MaskHook(masks), EpochEval()))
+            try:
+                res = training(f"cycles/cycle{k}/retrain", HookChain(MaskHook(masks), EpochEval()))
+            finally:
+                meter.close()
             last = {key: v for key, v in epochs[-1].items() if key not in ("epoch", "steps")}
             rows.append(row("round", k, steps=res.steps, **measure(model, masks, dense_macs), **densities(model, masks),
                             **last, **stats, masked_nonzero=masked_nonzero(masks), epochs=epochs))
@@ -319,18 +358,23 @@ class Cycles(Procedure):
         return rows
 
 
-EPOCH_COLUMNS = ("test_acc", "test_loss", "train_acc", "train_loss", "dead_neuron_rate")
+EPOCH_COLUMNS = ("test_acc", "test_loss", "train_acc", "train_loss", "dead_neuron_rate", "train_dnr")
 
 
 def epochs_csv(rows: list[dict]) -> str:
-    """Every recorded retraining's per-epoch metrics: one line per (cycle, epoch), the harness-defined dead-neuron
-    rate overall and per ReLU site (``dnr/<module>``)."""
+    """Every recorded retraining's per-epoch metrics: one line per (cycle, epoch); the harness-defined post-training
+    dead-neuron rate on the test set overall and per ReLU site (``dead_neuron_rate``, ``dnr/<module>``), then the
+    paper's dynamic DNR over that epoch's training batches (``train_dnr``, ``train_dnr/<module>``)."""
     lines = [(r["index"], e) for r in rows if r["axis"] == "round" for e in r.get("epochs", [])]
     sites = list(lines[0][1].get("dnr_layers", {})) if lines else []
+    train_sites = list(lines[0][1].get("train_dnr_layers", {})) if lines else []
+    nan = float("nan")
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["cycle", "epoch", "steps", *EPOCH_COLUMNS, *(f"dnr/{s}" for s in sites)])
+    w.writerow(["cycle", "epoch", "steps", *EPOCH_COLUMNS, *(f"dnr/{s}" for s in sites),
+                *(f"train_dnr/{s}" for s in train_sites)])
     for k, e in lines:
-        w.writerow([k, e["epoch"], e["steps"], *(f"{e.get(c, float('nan')):.6f}" for c in EPOCH_COLUMNS),
-                    *(f"{e['dnr_layers'][s]:.6f}" for s in sites)])
+        w.writerow([k, e["epoch"], e["steps"], *(f"{e.get(c, nan):.6f}" for c in EPOCH_COLUMNS),
+                    *(f"{e['dnr_layers'][s]:.6f}" for s in sites),
+                    *(f"{e.get('train_dnr_layers', {}).get(s, nan):.6f}" for s in train_sites)])
     return buf.getvalue()
