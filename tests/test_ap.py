@@ -421,7 +421,7 @@ def test_plain_base_method_is_the_same_procedure_without_ap(ap_specs):
     lamp = ap_specs["lamp_cyc_ap"]
     assert lamp.procedure == "cycles" and lamp.score == "lamp" and lamp.params.ap_rate == 0.02
     assert ap_specs["lth"].params.mode == "lt" and plain.params.mode == "reinit"
-    assert plain.training.lr_schedule.name == "warmup_fixed" and plain.model.init == "ap_xavier"
+    assert plain.training.lr_schedule.name == "warmup_fixed" and plain.model.init is None  # the paper's He init
 
 
 def test_full_manifest_encodes_the_sheet():
@@ -432,8 +432,13 @@ def test_full_manifest_encodes_the_sheet():
     assert s.params.cycles == 24 and s.prunable == "all_weights" and s.model.arch == "resnet20_cifar_optb"
     assert s.dataset.std == (0.2023, 0.1994, 0.2010) and s.dataset.pad_mode == "zeros" and s.dataset.hflip
     assert (t.batch_size, t.drop_last, t.pretrain, t.retrain) == (64, False, "50ep", "50ep")
-    assert (t.optimizer.name, t.optimizer.momentum, t.optimizer.weight_decay) == ("sgd", 0.9, 5e-4)
+    assert (t.optimizer.name, t.optimizer.momentum, t.optimizer.weight_decay) == ("sgd", 0.9, 1e-4)  # the paper's
+    assert s.model.init is None  # He initialisation: the builder's (ap.md 1.1)
     assert t.lr_schedule == FULL
+    # the released script's recipe as its own profile: Xavier-style re-init, weight decay 5e-4, all else the same
+    script = next(x for x in expand(load(AP_YAML, "released_script")) if x.method == "global_mag_ap" and x.seed == s.seed)
+    assert script.model.init == "ap_xavier" and script.training.optimizer.weight_decay == 5e-4
+    assert dataclasses.replace(script.training, optimizer=t.optimizer) == t and script.params == s.params
     assert {x.method: x.params.mode for x in specs} == {"global_mag": "reinit", "global_mag_ap": "reinit", "lth": "lt",
                                                         "lth_ap": "lt", "lamp_cyc": "reinit", "lamp_cyc_ap": "reinit",
                                                         "dpf_cyc": "reinit", "dpf_cyc_ap": "reinit"}

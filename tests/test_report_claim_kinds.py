@@ -195,3 +195,21 @@ def test_correlation_over_snapshots_held_within_noise_failed():
 def test_correlation_with_fewer_than_three_points_is_not_enough_data():
     r = _snapshots([(1.0, 0.2), (2.0, 0.3)])
     assert r.outcome == NOT_ENOUGH_DATA and "2 points" in r.evidence
+
+
+def test_the_window_can_be_on_another_density_metric():
+    # AP: the maskable set (BN gamma included) is at 80 % / 64 % while conv + linear weights are at 70 % / 50 %
+    claim = Claim(id="w", text="lamp beats global", experiment="main", a="lamp", b=("global",), max_density=0.6,
+                  window="density_conv_linear")
+    e = experiment(methods=("global", "lamp"))
+    m = manifest(e, claims=[claim])
+    specs = specs_for(e, ())
+    conv = [1.0, 0.7, 0.5]
+    res = {s.id: round_run([0.8, 0.7, 0.6] if s.method == "lamp" else [0.8, 0.75, 0.55], density_conv_linear=conv)
+           for s in specs}
+    (r,) = report.evaluate_claims(m, report.aggregate(m, specs, res))
+    # only round 2 (conv + linear 50 %) is in the window; on `density` (64 %) nothing would be
+    assert r.outcome == HELD and "vgg16 at 64.0%; window: density_conv_linear <= 60%" in r.evidence
+    plain = Claim(**{**claim.__dict__, "window": "density"})
+    (r,) = report.evaluate_claims(manifest(e, claims=[plain]), report.aggregate(m, specs, res))
+    assert r.outcome == NOT_ENOUGH_DATA and "no cell with remaining weights <= 60%" in r.evidence

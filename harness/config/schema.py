@@ -238,6 +238,7 @@ class Claim:
     kind: Literal["compare", "fails", "reaches_dense", "correlation"] = "compare"
     max_density: float = 1.0
     min_density: float = 0.0
+    window: str = "density"  # the density metric the window is on (e.g. density_conv_linear: AP's conv + linear)
     margin: float = 0.0
     metric: str = "test_acc"
     higher_is_better: bool = True

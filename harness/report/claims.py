@@ -172,8 +172,10 @@ def _excluded(c: Cell) -> str:
 
 
 def _span(claim: Claim) -> str:
+    """'remaining weights <= 5%' (the window on ``density``), or the window on another density metric."""
     lo, hi = claim.min_density, claim.max_density
-    return f"<= {_pct(hi)}" if lo <= 0 else f"in [{_pct(lo)}, {_pct(hi)}]"
+    what = "remaining weights" if claim.window == "density" else claim.window
+    return f"{what} " + (f"<= {_pct(hi)}" if lo <= 0 else f"in [{_pct(lo)}, {_pct(hi)}]")
 
 
 def _scope(claim: Claim, cells: list[Cell], multi_ds: bool, what: str) -> str:
@@ -187,7 +189,7 @@ def _scope(claim: Claim, cells: list[Cell], multi_ds: bool, what: str) -> str:
             label = f"sparsity {c.target_sparsity:g} ({label})"
         by_where.setdefault(head, []).append(label)
     listed = "; ".join(f"{h} at {', '.join(v)}" for h, v in by_where.items()) or "no cell"
-    return f"[{what}: {listed}; window: remaining weights {_span(claim)}]"
+    return f"[{what}: {listed}; window: {_span(claim)}]"
 
 
 # --------------------------------------------------------------------------- the kinds
@@ -204,10 +206,13 @@ class _Ctx:
     results: Mapping[str, RunResult] | None
     specs: list[Any] | None
 
+    def density(self, c: Cell | None) -> float | None:
+        return None if c is None else c.stat(self.claim.window).mean
+
     def in_window(self, c: Cell, other: Cell | None = None) -> bool:
-        d = c.density if c.density is not None else (other.density if other is not None else None)
-        if d is None and c.target_sparsity is not None:  # every seed diverged: the target says where it was
-            d = 1.0 - c.target_sparsity
+        d = self.density(c) if self.density(c) is not None else self.density(other)
+        if d is None and c.target_sparsity is not None and self.claim.window == "density":
+            d = 1.0 - c.target_sparsity  # every seed diverged: the target says where it was
         return d is not None and self.claim.min_density - EPS <= d <= self.claim.max_density + EPS
 
     def a_cells(self) -> list[Cell]:
@@ -280,15 +285,15 @@ def _why_not(ctx: _Ctx, label: str, skipped: list[str]) -> str:
     claim = ctx.claim
     if skipped:
         return (f"every comparable cell has diverged or collapsed seeds ({'; '.join(skipped[:3])}"
-                f"{'; ...' if len(skipped) > 3 else ''}); window: remaining weights {_span(claim)}")
+                f"{'; ...' if len(skipped) > 3 else ''}); window: {_span(claim)}")
     have = [c for c in ctx.a_cells() if c.stat(claim.metric).mean is not None or c.excluded]
-    dens = [c.density for c in have if c.density is not None]
+    dens = [ctx.density(c) for c in have if ctx.density(c) is not None]
     if not have:
         return f"no data for {claim.a}" + (f" on {', '.join(ctx.models)}" if claim.models else "")
     if not any(ctx.in_window(c) for c in have):
         lowest = f" (lowest recorded: {remaining_label(min(dens))})" if dens else ""
-        return f"no cell with remaining weights {_span(claim)}{lowest}"
-    return f"no data for {label} at the {claim.a} cells with remaining weights {_span(claim)}"
+        return f"no cell with {_span(claim)}{lowest}"
+    return f"no data for {label} at the {claim.a} cells with {_span(claim)}"
 
 
 def _compare(ctx: _Ctx) -> ClaimResult:
@@ -363,7 +368,7 @@ def _points(ctx: _Ctx) -> tuple[list[float], list[float], list[str]]:
             rows = ([(f"round {i}", row) for i, row in sorted(r.rows.get("round", {}).items()) if i > 0]
                     if s.target_sparsity is None and r.rows.get("round") else [("final", final)] if final else [])
         for label, row in rows:
-            d = finite([row.get("density")])
+            d = finite([row.get(claim.window)])
             if d and not claim.min_density - EPS <= d[0] <= claim.max_density + EPS:
                 continue
             x, y = finite([row.get(claim.metric)]), finite([row.get(claim.against)])
@@ -380,7 +385,7 @@ def _correlation(ctx: _Ctx) -> ClaimResult:
     methods = ", ".join([claim.a, *claim.b])
     models = ", ".join(ctx.models)
     scope = (f" [population: {len(xs)} {'snapshot rows' if claim.population == 'snapshots' else 'result rows'} of "
-             f"{methods} on {models}, every seed; window: remaining weights {_span(claim)}]")
+             f"{methods} on {models}, every seed; window: {_span(claim)}]")
     r = STATISTICS[claim.statistic](xs, ys) if len(xs) >= 3 else None
     if r is None:
         why = (f"{len(xs)} points with both {claim.metric} and {claim.against}" if len(xs) < 3
