@@ -108,10 +108,13 @@ def fresh_model(spec: RunSpec | DenseSpec, device: torch.device) -> nn.Module:
     return build_model(spec.model.arch, spec.num_classes, spec.model.width, spec.model.init).to(device)
 
 
-def graph_metrics(model: nn.Module, masks: MaskSet, ev: EvalConfig, d: Path) -> dict:
+def graph_metrics(model: nn.Module, masks: MaskSet, ev: EvalConfig, d: Path,
+                  init_coordinates: dict | None = None) -> dict:
     """The mask-graph metrics of a run's final mask (pags.md 3.3): ``graph.csv`` (one row per layer)
-    in the run folder, and the model-level numbers (``graph_*``) for the final row."""
-    rows = graph.layer_table({n: p.detach() for n, p in masks.params.items()}, masks.masks, ev.graph)
+    in the run folder, and the model-level numbers (``graph_*``) for the final row. ``init_coordinates``: the
+    reference network's coordinates for ``graph.reference: init`` (default: the dense network's)."""
+    rows = graph.layer_table({n: p.detach() for n, p in masks.params.items()}, masks.masks, ev.graph,
+                             init_coordinates=init_coordinates)
     atomic_write_text(d / "graph.csv", graph.to_csv(rows))
     return graph.summary(rows, ev.graph)
 

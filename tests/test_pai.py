@@ -1,6 +1,7 @@
 """Pruning at initialisation on hand-made models (pags.md 5.4): GraSP's Hessian-gradient product,
-SynFlow's data independence and formula, iterative re-scoring, ERK Bernoulli draws, the
-validation split and the best-validation selection."""
+SynFlow's data independence and formula, iterative re-scoring, ERK Bernoulli draws, the batches of
+a scoring round, the validation split and the best-validation selection. (The lockstep against the
+predecessor's code is tests/reference/test_pai_reference.py.)"""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from harness.data import DeviceData
 from harness.models import build_model
 from harness.pruning import scores
 from harness.pruning.masks import MaskSet
+from harness.pruning.methods import at_init
 from harness.pruning.methods.at_init import AtInit, AtInitParams
 from harness.pruning.methods.stage import best_of
 
@@ -134,6 +136,27 @@ def test_erk_bernoulli_realised_density_and_fresh_draws():
     assert not all(torch.equal(first[n], m) for n, m in masks)
     layer = masks.layer_density()
     assert max(layer.values()) > 2 * min(layer.values())  # ERK: small layers denser than big ones
+
+
+def test_a_rounds_batches_replay_with_n_batches_and_are_fresh_for_full_passes():
+    """GraSP's two passes of one round: ``batches: n`` replays the same mini-batches (drawn once: the generator
+    moves as for one draw); ``null`` draws a fresh pass each time (the code iterates its shuffling loader twice)."""
+    data = _data(48)
+
+    def draw(g):
+        return (b for _, b in zip(range(2), data.train_batches(g, 16, True)))
+
+    gen = torch.Generator().manual_seed(0)
+    batches = at_init._round_batches(draw, gen, replay=True)
+    first, second = list(batches()), list(batches())
+    assert all(torch.equal(x, y) and torch.equal(a, b) for (x, a), (y, b) in zip(first, second))
+    once = torch.Generator().manual_seed(0)
+    assert [torch.equal(x, y) for (x, _), (y, _) in zip(first, draw(once))] == [True, True]
+    assert torch.equal(gen.get_state(), once.get_state())
+    gen = torch.Generator().manual_seed(0)
+    batches = at_init._round_batches(draw, gen, replay=False)
+    first, second = list(batches()), list(batches())
+    assert not torch.equal(first[0][0], second[0][0])
 
 
 def test_validation_split_is_the_last_images_and_evaluated_clean(tmp_path):

@@ -6,7 +6,7 @@ from typing import Any
 
 from harness.config.schema import ManifestError
 
-PROFILE_KEYS = {"description", "experiments", "set", "grid", "titles", "deviations"}
+PROFILE_KEYS = {"description", "experiments", "set", "grid", "grids", "overrides", "titles", "deviations"}
 GRID_AXES = {"methods", "models", "datasets", "seeds", "sparsities", "model_sparsities"}
 
 
@@ -59,13 +59,33 @@ def apply_profile(raw: dict, profile: str, where: str) -> dict:
     for axis in grid:
         if axis not in GRID_AXES:
             raise ManifestError(f"{where}: {key}.grid.{axis}: unknown axis (expected one of: {', '.join(sorted(GRID_AXES))})")
+    grids = prof.get("grids") or {}  # per experiment, over `grid`
+    if not isinstance(grids, dict) or not all(isinstance(g, dict) for g in grids.values()):
+        raise ManifestError(f"{where}: {key}.grids: expected a mapping of experiment name -> grid axes")
+    names_here = [e.get("name") for e in exps if isinstance(e, dict)]
+    for name, g in grids.items():
+        if name not in names_here:
+            raise ManifestError(f"{where}: {key}.grids.{name}: no such experiment in this profile")
+        for axis in g:
+            if axis not in GRID_AXES:
+                raise ManifestError(f"{where}: {key}.grids.{name}.{axis}: unknown axis (expected one of: "
+                                    f"{', '.join(sorted(GRID_AXES))})")
+    exp_over = prof.get("overrides") or {}  # per experiment: deep-merged into its `overrides`
+    if not isinstance(exp_over, dict) or not all(isinstance(o, dict) for o in exp_over.values()):
+        raise ManifestError(f"{where}: {key}.overrides: expected a mapping of experiment name -> overrides")
+    for name in exp_over:
+        if name not in names_here:
+            raise ManifestError(f"{where}: {key}.overrides.{name}: no such experiment in this profile")
+    exps = [{**e, "overrides": deep_merge(e.get("overrides") or {}, exp_over[e["name"]])}
+            if isinstance(e, dict) and e.get("name") in exp_over else e for e in exps]
     titles = prof.get("titles") or {}
     if not isinstance(titles, dict):
         raise ManifestError(f"{where}: {key}.titles: expected a mapping of experiment name -> title")
     for name in titles:
         if name not in [e.get("name") for e in exps if isinstance(e, dict)]:
             raise ManifestError(f"{where}: {key}.titles.{name}: no such experiment in this profile")
-    out["experiments"] = [{**e, **grid, **({"title": titles[e["name"]]} if e.get("name") in titles else {})}
+    out["experiments"] = [{**e, **grid, **grids.get(e.get("name"), {}),
+                           **({"title": titles[e["name"]]} if e.get("name") in titles else {})}
                           if isinstance(e, dict) else e for e in exps]
     devs = prof.get("deviations") or []
     if not isinstance(devs, list):

@@ -34,6 +34,7 @@ __all__ = [
     "uniform",
     "uniform_plus",
     "erk",
+    "erk_probabilities",
     "ALLOCATIONS",
     "keep_top",
     "prune",
@@ -200,6 +201,39 @@ def erk(layers: Sequence[Layer], scores: Sequence[torch.Tensor], amount: float) 
             break
         dense.add(best)
     return [unmasked[i] if i in dense else surv[i] for i in range(n)]
+
+
+def erk_probabilities(shapes: Sequence[Sequence[int]], density: float) -> list[float]:
+    """Per-layer keep probabilities of ERK as the PAGS predecessor's ERK pruner computes them for its
+    Bernoulli draws (VITA-Group/ramanujan-on-pai ``lib/prune/pruning_utils.py:308-367``, from RigL /
+    ITOP): no rounding, unlike :func:`erk` (the LAMP rule, which turns them into counts).
+
+    ``raw_l = sum(shape_l) / prod(shape_l)``. Repeatedly, over the layers not yet dense:
+    ``eps = (d * sum_free N_l - (1 - d) * sum_dense N_l) / sum_free raw_l N_l``; if
+    ``eps * max raw > 1`` (strictly) **every** free layer whose raw value equals that maximum becomes
+    dense (probability 1) and ``eps`` is solved again. The others get ``eps * raw_l``. The float
+    operations run in the code's order, so the probabilities are bit-equal to its.
+    """
+    n = [math.prod(int(x) for x in s) for s in shapes]
+    raw = [sum(int(x) for x in s) / m for s, m in zip(shapes, n)]
+    dense: set[int] = set()
+    while True:
+        free = [i for i in range(len(n)) if i not in dense]
+        if not free:
+            return [1.0] * len(n)
+        rhs, divisor = 0.0, 0.0
+        for i in range(len(n)):  # :322-341, in layer order
+            if i in dense:
+                rhs -= n[i] * (1 - density)
+            else:
+                rhs += n[i] * density
+                divisor += raw[i] * n[i]
+        eps = rhs / divisor  # :344
+        max_prob = max(raw[i] for i in free)
+        if max_prob * eps > 1:  # :347-355: all layers at the maximum become dense together
+            dense.update(i for i in free if raw[i] == max_prob)
+        else:
+            return [1.0 if i in dense else eps * raw[i] for i in range(len(n))]
 
 
 def global_filters(layers: Sequence[Layer], scores: Sequence[torch.Tensor], amount: float) -> list[int]:

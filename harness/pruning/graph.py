@@ -13,6 +13,13 @@ chunks, which is exact: every partial sum is an integer below ``2^24``. A (near)
 ``svdvals``, and a dense ``B`` has ``sigma = (sqrt(m n), 0)`` exactly. ``method="svd"`` calls
 ``torch.linalg.svdvals`` in float64. Both give the same numbers (tests/test_graph.py); the Gram route is cheaper.
 
+The ICLR'23 scores (degrees, the no-score rule, sm / rm, IMDB) are checked in lockstep against a transcription of
+VITA-Group/ramanujan-on-pai ``lib/graphs/`` (whose eigsh runs in float32), and ``Δr``, ``λ`` and ``D`` against the
+PAGS_SNIP code with the sigma_2 fix (Memoristor/WideTopo ``pruners/pags.py``), in
+tests/reference/test_graph_reference.py.
+One difference is kept: the ICLR'23 code draws an edge only where the masked weight is non-zero, here every kept
+entry is an edge (the same graph unless a kept weight is exactly 0).
+
 Per-layer definitions (section 3.3). The degree names follow the ICLR'23 code (section 3.1):
 
 * ``edges`` = ``|E|``, the number of non-zero mask entries; ``density = |E| / (n_L * n_R)``;

@@ -6,15 +6,25 @@ with the *masked* network in the forward pass (``m * w``), in the model's curren
 dense weights are given back afterwards; entries are scored against the dense ``w``, so a
 re-scoring over all entries (iterative SNIP) can bring a pruned entry back (pags.md 5.4).
 
-* ``snip`` (Lee et al. 2019): ``|g * w|``, ``g`` the loss gradient summed over ``inputs.batches()``;
-* ``grasp`` (Wang et al. 2020): ``w * Hg`` from two passes (gradient ``g``, then the Hessian-gradient
-  product by a second backward), with the temperature ``options["grasp_temperature"]`` applied to
+The formulas follow the PAGS predecessor's pruners (VITA-Group/ramanujan-on-pai
+``lib/prune/pruning_utils.py``, checked in lockstep by tests/reference/test_pai_reference.py),
+including the order of their float sums where it is free:
+
+* ``snip`` (Lee et al. 2019): ``|sum_b g_b * w|``, ``g_b`` the loss gradient of batch ``b`` of
+  ``inputs.batches()`` (the code's mask gradient, accumulated batch by batch, :203-210); not
+  normalised (the code divides by the global sum, :215-220: the same ranking);
+* ``grasp`` (Wang et al. 2020): ``w * Hg`` from two passes, each over ``inputs.batches()`` (gradient
+  ``g``, then the Hessian-gradient product by a second backward; whether the second call gives the
+  first call's batches is the procedure's choice, :mod:`~harness.pruning.methods.at_init`), divided by
+  ``|sum| + 1e-10`` (:231-271), with the temperature ``options["grasp_temperature"]`` applied to
   the logits, or after the log-softmax as the PAGS predecessor's code does (no effect on the ranking,
   pags.md defect 15) when ``options["grasp_temperature_on"] == "log_softmax"``; highest kept;
 * ``synflow`` (Tanaka et al. 2020): data-free; every state tensor replaced by its absolute value, one
   all-ones input, ``R`` = the sum of the raw outputs (or of the log-softmax outputs,
-  ``options["synflow_output"] == "log_softmax"``, pags.md defect 6), score ``|w * dR/dw|``;
-* ``random``: i.i.d. uniform scores from ``inputs.generator`` (random pruning).
+  ``options["synflow_output"] == "log_softmax"``, pags.md defect 6), score ``|w * dR/dw|`` (:137-167);
+* ``random``: i.i.d. scores from ``inputs.generator``: uniform in float64, or, with
+  ``options["random_scores"] == "normal"``, standard normal in the weight's dtype, drawn tensor by
+  tensor as the predecessor's ``Rand`` pruner draws ``randn_like`` (:185-187).
 """
 
 from __future__ import annotations
@@ -57,9 +67,16 @@ def _grad_sum(inputs: ScoreInputs, loss_of) -> list[torch.Tensor]:
 
 
 def snip(inputs: ScoreInputs) -> list[torch.Tensor]:
+    params = list(inputs.params.values())
     with _masked(inputs) as dense:
-        grads = _grad_sum(inputs, inputs.loss)
-    return [(g * w).abs() for g, w in zip(grads, dense)]
+        acc = [torch.zeros_like(p) for p in params]
+        for x, y in inputs.batches():  # g_b * w summed batch by batch, as the code's mask gradient accumulates
+            inputs.model.zero_grad(set_to_none=True)
+            inputs.loss(inputs.model(x), y).backward()
+            for a, p, w in zip(acc, params, dense):
+                if p.grad is not None:
+                    a.add_(p.grad * w)
+    return [a.abs() for a in acc]
 
 
 def grasp(inputs: ScoreInputs) -> list[torch.Tensor]:
@@ -79,7 +96,7 @@ def grasp(inputs: ScoreInputs) -> list[torch.Tensor]:
             sum((gw * gi).sum() for gw, gi in zip(grad_w, g)).backward()
         hg = [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in params]
     scores = [w * h for w, h in zip(dense, hg)]
-    norm = torch.stack([s.sum() for s in scores]).sum().abs() + 1e-10
+    norm = torch.cat([s.reshape(-1) for s in scores]).sum().abs() + 1e-10  # one sum over all entries, as the code
     return [s / norm for s in scores]
 
 
@@ -109,6 +126,9 @@ def synflow(inputs: ScoreInputs) -> list[torch.Tensor]:
 
 
 def random(inputs: ScoreInputs) -> list[torch.Tensor]:
+    if inputs.options.get("random_scores", "uniform") == "normal":
+        return [torch.randn(p.shape, generator=inputs.generator, device=p.device, dtype=p.dtype)
+                for p in inputs.params.values()]
     return [torch.rand(p.shape, generator=inputs.generator, device=p.device, dtype=torch.float64)
             for p in inputs.params.values()]
 
@@ -119,4 +139,4 @@ register(Score("grasp", frozenset({"batches", "gradients", "hessian"}), compute=
                description="GraSP w * Hg (Wang et al. 2020)"))
 register(Score("synflow", frozenset({"model"}), compute=synflow,
                description="SynFlow |w * dR/dw|, data-free (Tanaka et al. 2020)"))
-register(Score("random", frozenset({"rng"}), compute=random, description="uniform random scores"))
+register(Score("random", frozenset({"rng"}), compute=random, description="i.i.d. random scores (uniform, or normal)"))

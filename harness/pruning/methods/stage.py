@@ -11,6 +11,7 @@ uninterrupted run.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from torch import nn
 
 from harness import metrics as model_metrics
 from harness.config.expand import RunSpec
-from harness.paths import atomic_save
+from harness.paths import atomic_save, write_json
 from harness.pruning import graph
 from harness.pruning.masks import MaskSet
 from harness.pruning.methods.base import Procedure, final_row, row
@@ -167,6 +168,7 @@ def run_stage(spec: RunSpec, ctx, d: Path, model: nn.Module, masks: MaskSet, hoo
 
     snap_at = set(snapshot_steps(spec, spe, steps))
     done_snaps = {r["index"] for r in rows if r["axis"] == "snapshot"}
+    init_coords = initial_coordinates(spec, d, masks, hook)
 
     class Snapshot(StepHooks):
         """``eval.snapshots``: the mask-graph metrics of the current mask (with the weights the model evaluates) and
@@ -176,7 +178,8 @@ def run_stage(spec: RunSpec, ctx, d: Path, model: nn.Module, masks: MaskSet, hoo
             if step + 1 not in snap_at or step + 1 in done_snaps:
                 return
             with hook.effective_weights():
-                table = graph.layer_table({n: p.detach() for n, p in masks.params.items()}, masks.masks, spec.eval.graph)
+                table = graph.layer_table({n: p.detach() for n, p in masks.params.items()}, masks.masks, spec.eval.graph,
+                                          init_coordinates=init_coords)
                 r = row("snapshot", step + 1, density=masks.density(), **graph.summary(table, spec.eval.graph),
                         **evaluate_model(model, data, spec.eval, spec.seed, t.precision))
             model.train()
@@ -206,11 +209,27 @@ def run_stage(spec: RunSpec, ctx, d: Path, model: nn.Module, masks: MaskSet, hoo
         evaluate_row(last_epoch, steps)
         epoch_rows = [r for r in rows if r["axis"] == "epoch"]
     atomic_save(masks.state_dict(), d / "masks_final.pt")
-    rows.append(final_row(epoch_rows[-1], **best_of(rows), **graph_metrics(model, masks, spec.eval, d),
+    rows.append(final_row(epoch_rows[-1], **best_of(rows), **graph_metrics(model, masks, spec.eval, d, init_coords),
                           **dead_neuron_metrics(model, data, spec.eval)))
     save_rows(rows_path, rows)
     ctx.report(rows[-1])
     return rows
+
+
+def initial_coordinates(spec: RunSpec, d: Path, masks: MaskSet, hook: StageHook) -> dict | None:
+    """``eval.graph.reference: init``: the full-spectrum coordinates of the run's initial sparse network (its mask and
+    weights before the first step), the origin its snapshots' and final distances are measured from; computed once
+    and kept in the run folder (``graph_reference.json``), so a resumed run measures from the same point."""
+    if spec.eval.graph.reference != "init":
+        return None
+    path = d / "graph_reference.json"
+    if path.exists():
+        return {n: tuple(v) for n, v in json.loads(path.read_text()).items()}
+    with hook.effective_weights():
+        coords = graph.reference_coordinates({n: p.detach() for n, p in masks.params.items()}, spec.eval.graph,
+                                             masks=masks.masks)
+    write_json(path, {n: list(v) for n, v in coords.items()})
+    return coords
 
 
 def best_of(rows: list[dict]) -> dict:
