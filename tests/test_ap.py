@@ -311,9 +311,9 @@ def test_prune_cycle_removes_18_plus_2_percent_negative_small_movement(ap_specs,
     n_ap = int(0.02 * alive)  # counted before the base step
     assert calls == [n_ap]  # one AP code path, whatever the base score
     assert stats["alive_before"] == alive and stats["n_ap"] == n_ap == stats["ap_removed"] and not stats["ap_guarded"]
-    assert stats["base_pruned"] == alive - round(alive * (1 - 0.18))  # keeps round(alive * (1 - base_rate))
+    assert stats["base_pruned"] == round(0.18 * alive)  # keeps round(alive * (1 - base_rate))
     now = sum(int(m.sum()) for m in masks.masks.values())
-    assert now == round(alive * (1 - 0.18)) - n_ap and abs(stats["pruned_fraction"] - 0.2) < 0.002
+    assert now == alive - round(0.18 * alive) - n_ap and abs(stats["pruned_fraction"] - 0.2) < 0.002
     assert sum(int(g.sum()) for g in gone.values()) == n_ap
     cand_delta, gone_delta = [], []
     for n, g in gone.items():
@@ -326,17 +326,17 @@ def test_prune_cycle_removes_18_plus_2_percent_negative_small_movement(ap_specs,
     assert float(torch.cat(gone_delta).max()) <= float(torch.cat(cand_delta).min())  # the smallest movements
 
 
-@pytest.mark.parametrize("alive, removed", [(25, 5), (75, 13), (100, 18)])
+@pytest.mark.parametrize("alive, removed", [(25, 4), (75, 14), (100, 18)])
 def test_base_step_count_at_half_way_alive_counts(alive, removed):
-    """The nested base step keeps round(alive * (1 - base_rate)) (Python's round of the float product, half to even):
-    it removes alive - that, which differs from round(base_rate * alive) by one at 1.5 % of alive counts (4,487 of
-    1..299,999 for 0.18): 25 -> 5 (not 4), 75 -> 13 (not 14); 100 -> 18 either way."""
+    """The nested base step removes round(base_rate * alive) (torch.nn.utils.prune's count: Python's round of the float
+    product, half to even), which differs from alive - round(alive * (1 - base_rate)) by one at 1.5 % of alive counts
+    (4,487 of 1..299,999 for 0.18): 25 -> 4 (not 5), 75 -> 14 (not 13); 100 -> 18 either way."""
     w = nn.Parameter(torch.arange(1.0, alive + 1.0))
     masks = MaskSet({"w": w})
     stats = masks.prune_("magnitude", "global", 0.18)
-    assert stats["pruned"] == removed == alive - round(alive * (1 - 0.18))
+    assert stats["pruned"] == removed == round(0.18 * alive)
     assert masks.masks["w"][:removed].logical_not().all() and masks.masks["w"][removed:].all()  # the smallest |w|
-    assert (removed == round(0.18 * alive)) == (alive == 100)
+    assert (removed == alive - round(alive * (1 - 0.18))) == (alive == 100)
 
 
 def test_ap_step_guard_removes_every_candidate():
@@ -375,7 +375,7 @@ def test_run_rows_densities_and_exact_masks(full_run):
         assert r["density"] == pytest.approx(0.8 ** k, rel=0.01)
         assert r["density_conv_linear"] < r["density"] < r["density_all_params"] < 1  # BN gamma and biases stay
         assert r["n_ap"] == int(0.02 * r["alive_before"]) == r["ap_removed"]
-        assert r["base_pruned"] == r["alive_before"] - round(r["alive_before"] * (1 - 0.18))
+        assert r["base_pruned"] == round(0.18 * r["alive_before"])
         assert r["masked_nonzero"] == 0  # the recorded retraining ends with exactly m_k
         assert [e["epoch"] for e in r["epochs"]] == [1, 2] and r["test_acc"] == r["epochs"][-1]["test_acc"]
         assert len(r["dnr_layers"]) == 19 and 0 <= r["dead_neuron_rate"] <= 1
@@ -450,7 +450,7 @@ def test_full_manifest_encodes_the_sheet():
 def test_dpf_base_trains_with_feedback_then_ap_removes_from_its_mask(ap_specs, data_root, tmp_path, monkeypatch):
     """DPF as the base (decision "dpf"): the cycle's first training re-selects the mask over every entry of DPF's own
     prunable set, the conv weights (entries pruned in the previous cycle may come back), and ends with exactly
-    round(U (1 - 0.18)) of its U alive conv entries; BN gamma and the linear weight are never in a selection. Then AP
+    U - round(0.18 U) of its U alive conv entries; BN gamma and the linear weight are never in a selection. Then AP
     removes n_ap (counted before the base step over the whole maskable set) negative entries; the recorded retraining
     ends with exactly that mask."""
     spec = ap_specs["dpf_cyc_ap"]
@@ -484,7 +484,7 @@ def test_dpf_base_trains_with_feedback_then_ap_removes_from_its_mask(ap_specs, d
     for k in (1, 2):
         r = rows[k]
         alive, u = r["alive_before"], r["dpf_alive_before"]
-        assert r["base_pruned"] == u - round(u * (1 - 0.18)) and r["n_ap"] == int(0.02 * alive) == r["ap_removed"]
+        assert r["base_pruned"] == round(0.18 * u) and r["n_ap"] == int(0.02 * alive) == r["ap_removed"]
         assert round(r["density"] * n) == alive - r["base_pruned"] - r["n_ap"]
         assert r["masked_nonzero"] == 0 and r["dpf_mask_updates"] == 2 + 1  # steps 0 and 1 of 2-step epoch 1, + final
         gammas = [f"{name}.weight" for name, mod in model.named_modules() if isinstance(mod, nn.BatchNorm2d)]
@@ -492,14 +492,14 @@ def test_dpf_base_trains_with_feedback_then_ap_removes_from_its_mask(ap_specs, d
     assert rows[1]["dpf_alive_before"] == n_conv
     assert rows[2]["dpf_regrown"] > 0  # the feedback brought back entries cycle 1 had pruned
     cycle2 = [d for _, d, _, _ in selections[3:]]
-    assert round(cycle2[-1] * n_conv) == round(rows[2]["dpf_alive_before"] * (1 - 0.18))
+    assert round(cycle2[-1] * n_conv) == rows[2]["dpf_alive_before"] - round(0.18 * rows[2]["dpf_alive_before"])
 
 
 def test_dpf_base_never_selects_bn_gamma_and_keeps_the_others_masks(ap_specs, data_root):
     """Boundary: BN gamma made the smallest weights of the maskable set (|gamma| = 1e-6, below every conv weight)
     and a masked linear entry: a re-selection over every maskable entry would prune those gammas and could bring the
     linear entry back; DPF's re-selection over its own set (conv weights) leaves both as they were, keeps exactly
-    round(U (1 - 0.18)) conv entries, and the masked linear entry stays 0 after every step."""
+    U - round(0.18 U) conv entries, and the masked linear entry stays 0 after every step."""
     spec = ap_specs["dpf_cyc_ap"]
     model, masks, _ = trained_model(spec, data_root, steps=1)
     conv = [c for c in ap.prunable_parameters(model, "conv_weights")]
@@ -533,8 +533,8 @@ def test_dpf_base_never_selects_bn_gamma_and_keeps_the_others_masks(ap_specs, da
 
     stats = ap.dpf_decision_training(masks, conv, "magnitude", "global", 0.18, 1, 3, train_fn)
     assert stats["dpf_alive_before"] == conv_alive
-    assert stats["base_pruned"] == conv_alive - round(conv_alive * (1 - 0.18))
-    assert sum(int(masks.masks[c].sum()) for c in conv) == round(conv_alive * (1 - 0.18))
+    assert stats["base_pruned"] == round(0.18 * conv_alive)
+    assert sum(int(masks.masks[c].sum()) for c in conv) == conv_alive - round(0.18 * conv_alive)
     for n in masks.masks:
         if n not in conv:
             assert torch.equal(masks.masks[n], before[n]), n  # BN gamma (tiny ones included), fc: untouched
@@ -545,7 +545,7 @@ def test_dpf_base_never_selects_bn_gamma_and_keeps_the_others_masks(ap_specs, da
     only = MaskSet({c: masks.params[c] for c in conv}, {c: masks.masks[c] for c in conv})
     alive = sum(int(m.sum()) for m in only.masks.values())
     out = ap.dpf_decision_training(only, conv, "magnitude", "global", 0.18, 1, 3, train_fn)
-    assert out["base_pruned"] == alive - round(alive * (1 - 0.18)) and masked_nonzero_of(only) == 0
+    assert out["base_pruned"] == round(0.18 * alive) and masked_nonzero_of(only) == 0
 
 
 def masked_nonzero_of(masks):

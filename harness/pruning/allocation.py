@@ -84,15 +84,16 @@ def _counts(layers: Sequence[Layer]) -> list[int]:
 def global_(layers: Sequence[Layer], scores: Sequence[torch.Tensor], amount: float) -> list[int]:
     """Global selection (lamp.md section 2.3 for LAMP, section 3 ``glob`` for Global MP).
 
-    Keeps exactly ``K = round(U * (1 - amount))`` entries: those with the highest score over all
-    layers together. Masked entries are never selected; ties go to the lower index in the
-    concatenation order (stable sort), so the result is deterministic.
+    Removes exactly ``round(U * amount)`` entries (``torch.nn.utils.prune``'s count, the LAMP code's mechanism:
+    at ``U * amount = x.5`` Python's half-to-even decides, as there) and keeps the ``K = U - round(U * amount)``
+    with the highest score over all layers together. Masked entries are never selected; ties go to the lower index
+    in the concatenation order (stable sort), so the result is deterministic.
     """
     # Exact K survivors; the released code keeps every entry with score >= the K-th score, which may keep tied extras.
     if len(layers) != len(scores):
         raise ValueError(f"got {len(layers)} layers but {len(scores)} score tensors")
     unmasked = _counts(layers)
-    k = round(sum(unmasked) * (1.0 - amount))
+    k = sum(unmasked) - round(sum(unmasked) * amount)
     if not layers:
         return []
     device = scores[0].device
@@ -239,10 +240,10 @@ def erk_probabilities(shapes: Sequence[Sequence[int]], density: float) -> list[f
 def global_filters(layers: Sequence[Layer], scores: Sequence[torch.Tensor], amount: float) -> list[int]:
     """Structured global selection (DPF's filter variant): output filters ranked by their score
     (one value per filter, e.g. :func:`~harness.pruning.scores.filter_l2`) over all layers; the
-    highest-ranked filters are kept, whole, until at least ``round(U * (1 - amount))`` eligible
+    highest-ranked filters are kept, whole, until at least ``U - round(U * amount)`` eligible
     entries survive (so at most one filter more than the exact budget). Ties go to the earlier
     filter in forward order."""
-    target = round(sum(_counts(layers)) * (1.0 - amount))
+    target = sum(_counts(layers)) - round(sum(_counts(layers)) * amount)
     values, sizes, owner = [], [], []
     for i, (layer, s) in enumerate(zip(layers, scores)):
         n_filters = layer.weight.shape[0]

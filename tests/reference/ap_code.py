@@ -28,7 +28,7 @@ from torch.nn import functional as F
 class Deviations:
     """paper_configs/ap.yaml ``deviations`` as switches (False: the released code's rule)."""
 
-    exact_base_count: bool = False  # ap_base_step_exact_k: keep round((1 - rate) * alive), not "< percentile"
+    exact_base_count: bool = False  # ap_base_step_exact_k: remove round(rate * alive), not "< percentile"
     exact_n_ap: bool = False  # ap_exact_n_ap: remove exactly n_ap (ties: lower index), not "<= sorted[n_ap]"
     guard: bool = False  # ap_guard_ap_step: fewer than n_ap + 1 candidates -> remove them all, no IndexError
     enforce_mask: bool = False  # ap_enforce_mask_in_retrain: fresh SGD for the recorded retraining
@@ -159,7 +159,7 @@ def percentile_linear(values: torch.Tensor, q: int) -> torch.Tensor:
 def base_step(model: nn.Module, mask: dict[str, torch.Tensor], percent: float, dev: Deviations) -> tuple[int, int]:
     """``prune_by_percentile_lt`` (:297-334): one global percentile of |w| over the alive pool; every entry with
     ``|w| < percentile`` is masked (:324) and zeroed (:326). Returns (pool size before the step, entries masked).
-    ``exact_base_count``: keep exactly ``round(U * (1 - percent / 100))`` of the ``U`` alive entries by |w|
+    ``exact_base_count``: remove exactly ``round(U * percent / 100)`` of the ``U`` alive entries by |w|
     (ties: the lower index in ``named_parameters`` order)."""
     pool, _ = _pools(model, dev)
     names = weight_names(model)
@@ -169,7 +169,7 @@ def base_step(model: nn.Module, mask: dict[str, torch.Tensor], percent: float, d
         flat = torch.cat([torch.where(params[n].detach() != 0, params[n].detach().abs().double(),
                                       torch.tensor(-math.inf, dtype=torch.float64)).reshape(-1) for n in names])
         alive = int((flat > -math.inf).sum())
-        keep = round(alive * (1.0 - percent / 100))
+        keep = alive - round(alive * percent / 100)
         kept = torch.zeros(flat.numel(), dtype=torch.bool)
         kept[torch.argsort(flat, descending=True, stable=True)[:keep]] = True
         start = 0

@@ -361,14 +361,11 @@ def test_global_rounding_boundary_at_amount_0_2_never_reaches_a_half():
         assert u - round(u * 0.2) == round(u * (1 - 0.2)), u
 
 
-@pytest.mark.xfail(strict=True, reason="allocation.global_ keeps round(U (1 - a)) while torch.nn.utils.prune "
-                   "removes round(U a): at U a = x.5 (e.g. a = 0.5, U odd) the two differ by one weight; "
-                   "not reachable at lamp.yaml's a = 0.2")
 def test_global_rounding_at_an_exact_half_equals_torch_prune():
     model = _two_layers([1.0, 2.0, 3.0], [4.0, 5.0])  # U = 5, a = 0.5: U a = 2.5
     (ours, released), = _one_round(model, "global", 0.5)
     assert [int(m.sum()) for m in released] == [1, 2]  # torch removes round(2.5) = 2, keeps 3
-    assert all(torch.equal(a, b) for a, b in zip(ours, released))  # the project keeps round(2.5) = 2
+    assert all(torch.equal(a, b) for a, b in zip(ours, released))  # the project removes round(2.5) = 2 too
 
 
 def test_uniform_plus_floor_boundary_equality_and_one_below():

@@ -2,7 +2,7 @@
 
 One procedure, ``cycles``, runs the released code's cycle structure for *any* base method: the
 base pruning step is the method's own score and allocation through :meth:`MaskSet.prune_`
-(nested over the still-unmasked entries: it keeps ``round(alive * (1 - base_rate))`` of them), and AP is one
+(nested over the still-unmasked entries: it removes ``round(base_rate * alive)`` of them), and AP is one
 modifier applied after it,
 :func:`ap_step`, switched off by ``ap_rate = 0`` (then the run is the plain base method). Per
 run (ap.md 2.2, with the defects of ap.md 7 fixed)::
@@ -13,13 +13,12 @@ run (ap.md 2.2, with the defects of ap.md 7 fixed)::
                   every parameter *and buffer* replaced, so BN running stats are reset
         train training.retrain, fresh optimizer and LR schedule, mask re-applied after every step
         n_ap = int(ap_rate * alive)          # counted BEFORE the base step
-        base step: keep round(alive * (1 - base_rate)) of the alive entries by the method's score +
-                   allocation (Python's round of the float product), i.e. remove alive - that: it differs by
-                   one from round(base_rate * alive) at 1.5 % of alive counts for base_rate 0.18 (25 -> 5,
-                   not 4; 75 -> 13, not 14); with decision
+        base step: remove round(base_rate * alive) of the alive entries (torch.nn.utils.prune's count:
+                   Python's round of the float product, half to even: 25 -> 4, 75 -> 14) by the method's score
+                   + allocation; with decision
                    "dpf" the first training is DPF's on DPF's own prunable set, the conv weights (mask
                    re-selected over all conv entries on the cubic schedule, straight-through; BN gamma and the
-                   linear weight keep their masks), ending at round(U * (1 - base_rate)) of its U alive entries
+                   linear weight keep their masks), ending at U - round(base_rate * U) of its U alive entries
         AP step:   among alive entries with theta_T < 0, remove the n_ap with the smallest
                    |theta_T - reference| (reference: theta_0 of this cycle), ties by index;
                    fewer candidates than n_ap: remove all of them (ap_guarded = 1, logged)
@@ -149,9 +148,9 @@ def dpf_decision_training(masks: MaskSet, dpf_names: list[str], score: str, allo
     maskable set (BN gamma, the linear weight) is outside every selection: it keeps its mask, its masked weights
     re-zeroed after every optimizer step as in the masked training.
 
-    The count is exact: of the ``U`` alive entries of DPF's set, ``round((1 - base_rate) * U)`` survive (the nested
-    base step's rule, applied to DPF's own set), so the base step removes ``U - round((1 - base_rate) * U)`` entries
-    net of regrowth, all of them in DPF's set. ``train_fn(hook)`` runs the training. Returns the base step's counts
+    The count is exact: of the ``U`` alive entries of DPF's set, ``U - round(base_rate * U)`` survive (the nested
+    base step's rule, applied to DPF's own set), so the base step removes ``round(base_rate * U)`` entries net of
+    regrowth, all of them in DPF's set. ``train_fn(hook)`` runs the training. Returns the base step's counts
     (``base_pruned`` net of regrowth)."""
     from harness.pruning.methods.gradual import CubicMaskHook
 
@@ -160,7 +159,7 @@ def dpf_decision_training(masks: MaskSet, dpf_names: list[str], score: str, allo
     rest = MaskSet({n: masks.params[n] for n in others}, {n: masks.masks[n] for n in others})
     n = sum(t for _, t in dpf.counts().values())
     alive = sum(a for a, _ in dpf.counts().values())
-    keep = round((1.0 - base_rate) * alive)
+    keep = alive - round(base_rate * alive)
     target = keep / n  # select_ keeps round(target * n) = keep entries
     hook = CubicMaskHook(dpf, score, allocation, 1.0 - target, 0, end, update_every,
                          initial_sparsity=1.0 - alive / n, feedback=True, freeze_after_end=True)
