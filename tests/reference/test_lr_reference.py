@@ -170,17 +170,19 @@ def test_dpf_full_schedules_equal_incheon_at_every_step():
 
 
 def test_pags_full_schedule_equals_ramanujan_at_every_step():
-    for profile in (None, "ci", "claims"):
+    for profile in (None, "iclr23", "ci", "claims"):
         for t in trainings("pags", profile):
             epochs = epochs_of(t.pretrain)
             # the manifest's milestones are the code's int(E / 2), int(3 E / 4) of its own epochs
             assert [epochs_of(m) for m in t.lr_schedule.milestones] == [int(epochs / 2), int(epochs * 3 / 4)]
             assert t.lr_schedule.gamma == 0.1 and not t.drop_last
-    t = trainings("pags", None)[0]
-    spe = steps_per_epoch(CIFAR_TRAIN, t.batch_size, False)
-    assert spe == 196 and epochs_of(t.pretrain) == 250
-    ref = ramanujan_lrs(t.optimizer.lr, 250, CIFAR_TRAIN, t.batch_size)
-    assert project_lrs(t.lr_schedule, t.optimizer.lr, spe, 250 * spe) == ref
+    train = CIFAR_TRAIN - 5000  # the 45k / 5k split: the last 5k are validation
+    for profile, batch, spe_expected in ((None, 128, 352), ("iclr23", 256, 176)):  # the paper's 128, the predecessor's 256
+        t = trainings("pags", profile)[0]
+        spe = steps_per_epoch(train, t.batch_size, False)
+        assert t.batch_size == batch and spe == spe_expected and epochs_of(t.pretrain) == 250
+        ref = ramanujan_lrs(t.optimizer.lr, 250, train, t.batch_size)
+        assert project_lrs(t.lr_schedule, t.optimizer.lr, spe, 250 * spe) == ref
 
 
 def test_lamp_full_schedule_is_constant_as_the_code():
