@@ -17,10 +17,11 @@ PAPERS  := $(basename $(notdir $(wildcard paper_configs/*.yaml)))
 
 install: $(VENV)/.installed system-deps
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml examples/prunebench-taylor/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev,lab]'
+	$(BIN)/pip install -q --no-deps -e examples/prunebench-taylor   # the worked plugin example (tests use it)
 	touch $@
 
 # Offline data for tests and `ci` profiles: real Fashion-MNIST from Debian (30 MB, no download at run

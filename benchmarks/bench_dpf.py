@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.models import build_model  # noqa: E402
+from harness.models.build import build_model  # noqa: E402
 from harness.pruning import scores  # noqa: E402
 from harness.pruning.masks import MaskSet  # noqa: E402
 from harness.train import sync  # noqa: E402

@@ -25,10 +25,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.config import OptimizerConfig  # noqa: E402
-from harness.data import DeviceData  # noqa: E402
+from harness.data.device import DeviceData  # noqa: E402
 from harness.figures import device_name, entry, record  # noqa: E402
-from harness.models import build_model  # noqa: E402
-from harness.pruning.masks import MaskHook, MaskSet  # noqa: E402
+from harness.models.build import build_model  # noqa: E402
+from harness.pruning.masks import MaskSet  # noqa: E402
+from harness.pruning.updates import MaskedHook  # noqa: E402
 from harness.train import FastPath, make_optimizer, train, sync  # noqa: E402
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
@@ -76,7 +77,7 @@ def main() -> int:
             opt = make_optimizer(OptimizerConfig(name="sgd", lr=0.05, weight_decay=5e-4, momentum=0.9),
                                  model.parameters())
             fast = FastPath(channels_last=channels_last, compile=compile)
-            kw = dict(optimizer=opt, scheduler=None, batch_size=args.batch, drop_last=True, hooks=MaskHook(masks),
+            kw = dict(optimizer=opt, scheduler=None, batch_size=args.batch, drop_last=True, hooks=MaskedHook(masks),
                       precision=precision, fast=fast)
             train(model, data, steps=3, seed=0, **kw)  # warm-up; compiles
             runs[v] = {"kw": kw, "model": model, "compile_s": fast.compile_s, "rates": []}

@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.models import build_model  # noqa: E402
+from harness.models.build import build_model  # noqa: E402
 from harness.pruning import graph  # noqa: E402
 from harness.pruning.masks import prunable_parameters  # noqa: E402
 from harness.train import sync  # noqa: E402

@@ -1,7 +1,7 @@
 """Per-trial overhead of Ray Tune and MLflow, on the tiny test grid (tests/manifests/tiny_load.yaml).
 
-1. Compute alone: the grid's runs one after another in this process (experiment.run, no tracking).
-2. Through Ray: the same grid (fresh work directory) through grid.execute on a local Ray with
+1. Compute alone: the grid's runs one after another in this process (stage.run_spec, no tracking).
+2. Through Ray: the same grid (fresh work directory) through harness.grid.execute on a local Ray with
    one CPU (one trial at a time), tracked in SQLite. Overhead per trial = (wall - compute) / trials.
 3. MLflow: the latency of opening a run and of one row (Tracker.open / Tracker.log_row) on the
    embedded SQLite store, on `mlflow server` (SQLite backend) over HTTP, and on the PostgreSQL-backed
@@ -27,10 +27,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import experiment, grid  # noqa: E402
-from harness.config import expand, load  # noqa: E402
+from harness import stage  # noqa: E402
+from harness.config.load import load  # noqa: E402
+from harness.grid.expand import expand  # noqa: E402
 from harness.paths import Paths  # noqa: E402
 from harness.tracking import Tracker  # noqa: E402
+from harness.pruning.methods import dense_spec  # noqa: E402
+from harness.grid.execute import execute  # noqa: E402
+from harness.grid.options import Options  # noqa: E402
 
 TINY = ROOT / "tests" / "manifests" / "tiny_load.yaml"
 
@@ -66,11 +70,11 @@ def compute_alone(specs, tmp: Path) -> float:
     import torch
 
     torch.set_num_threads(1)
-    ctx = experiment.Context(paths=Paths(tmp / "alone"))
-    experiment.get_data(specs[0].dataset, ctx)  # data loaded once, as a reused Ray actor has it
+    ctx = stage.Context(paths=Paths(tmp / "alone"))
+    stage.load_data(specs[0].dataset, ctx)  # data loaded once, as a reused Ray actor has it
     t = time.perf_counter()
     for s in specs:  # dense pre-trainings included (run_dense inside the procedure), as in the grid
-        experiment.run(s, ctx)
+        stage.run_spec(s, ctx)
     return time.perf_counter() - t
 
 
@@ -80,9 +84,9 @@ def through_ray(manifest, specs, tmp: Path) -> tuple[float, float]:
     t0 = time.perf_counter()
     ray.init(num_cpus=1, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     start = time.perf_counter() - t0
-    opts = grid.Options(paths=Paths(tmp / "ray"))
+    opts = Options(paths=Paths(tmp / "ray"))
     t = time.perf_counter()
-    out = grid.execute(manifest, specs, opts, log=lambda *_: None)
+    out = execute(manifest, specs, opts, log=lambda *_: None)
     wall = time.perf_counter() - t
     assert not out.failed and not out.unfinished, out
     ray.shutdown()
@@ -114,7 +118,7 @@ def main() -> int:
     ap.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL-backed server")
     args = ap.parse_args()
     manifest, specs = grid(args.seeds)
-    trials = len(specs) + len({s.dense.id for s in specs if s.dense})
+    trials = len(specs) + len({dense_spec(s).id for s in specs if dense_spec(s)})
     tmp = Path(tempfile.mkdtemp(prefix="pbbench", dir="/tmp"))
     tmp.chmod(0o755)
     procs = []

@@ -32,10 +32,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.config import OptimizerConfig  # noqa: E402
-from harness.data import DeviceData  # noqa: E402
+from harness.data.device import DeviceData  # noqa: E402
 from harness.figures import device_name, entry, record  # noqa: E402
-from harness.models import build_model  # noqa: E402
-from harness.pruning.masks import MaskHook, MaskSet  # noqa: E402
+from harness.models.build import build_model  # noqa: E402
+from harness.pruning.masks import MaskSet  # noqa: E402
+from harness.pruning.updates import MaskedHook  # noqa: E402
 from harness.train import FastPath, make_optimizer, train, sync  # noqa: E402
 
 ARCH = "resnet20_cifar_optb"
@@ -57,7 +58,7 @@ def _trial(rank: int, cfg: dict, barrier, out) -> None:
     masks.prune_("magnitude", "global", 0.5)
     opt = make_optimizer(OptimizerConfig(name="sgd", lr=0.1, weight_decay=1e-4, momentum=0.9), model.parameters())
     fast = FastPath(channels_last=cfg["channels_last"], compile=cfg["compile"])
-    kw = dict(optimizer=opt, scheduler=None, batch_size=cfg["batch"], drop_last=True, hooks=MaskHook(masks),
+    kw = dict(optimizer=opt, scheduler=None, batch_size=cfg["batch"], drop_last=True, hooks=MaskedHook(masks),
               precision=cfg["precision"], fast=fast)
     spe = cfg["n"] // cfg["batch"]
     train(model, data, steps=cfg["warmup"], seed=0, **kw)

@@ -6,7 +6,7 @@ uint8 image into a PIL image, ``RandomCrop(32, 4) + RandomHorizontalFlip + ToTen
 per item, a ``DataLoader`` with worker processes, and ``torch.nn.utils.prune`` re-parametrisation
 hooks on every prunable layer (the mask multiplies the weight in every forward). The project's
 way: uint8 data on the device, batched crop and flip per epoch, masks re-applied after each step
-with one fused multiply (``MaskHook``). Both prune half the weights (global magnitude) and train
+with one fused multiply (``MaskedHook``). Both prune half the weights (global magnitude) and train
 with the model's paper optimizer; synthetic CIFAR-shaped images, so no dataset is needed.
 
     python benchmarks/bench_reference_loop.py [--device cuda] [--steps 20] [--trials 3] [--width 1.0]
@@ -28,9 +28,10 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.data import DeviceData  # noqa: E402
-from harness.models import build_model  # noqa: E402
-from harness.pruning.masks import MaskHook, MaskSet  # noqa: E402
+from harness.data.device import DeviceData  # noqa: E402
+from harness.models.build import build_model  # noqa: E402
+from harness.pruning.masks import MaskSet  # noqa: E402
+from harness.pruning.updates import MaskedHook  # noqa: E402
 from harness.train import train  # noqa: E402
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
@@ -105,7 +106,7 @@ def _project_trial(arch, width, batch, opt_name, data: DeviceData, steps, device
     masks = MaskSet.for_model(model, "conv_and_linear_weights")
     masks.prune_("magnitude", "global", 0.5)
     opt = _optimizer(opt_name, model.parameters())
-    kw = dict(optimizer=opt, scheduler=None, batch_size=batch, drop_last=True, hooks=MaskHook(masks))
+    kw = dict(optimizer=opt, scheduler=None, batch_size=batch, drop_last=True, hooks=MaskedHook(masks))
     train(model, data, steps=2, seed=0, **kw)  # warm-up: not timed
     if device.type == "cuda":
         torch.cuda.synchronize()

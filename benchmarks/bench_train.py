@@ -28,11 +28,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.data import DeviceData  # noqa: E402
-from harness.pruning.masks import MaskHook  # noqa: E402
+from harness.data.device import DeviceData  # noqa: E402
+from harness.pruning.updates import MaskedHook  # noqa: E402
 from harness.config import OptimizerConfig  # noqa: E402
 from harness.metrics import macs  # noqa: E402
-from harness.models import MODELS, build_model  # noqa: E402
+from harness.models.build import MODELS, build_model  # noqa: E402
 from harness.pruning.masks import MaskSet  # noqa: E402
 from harness.figures import device_name, entry, record  # noqa: E402
 from harness.train import FastPath, make_optimizer, train, sync  # noqa: E402
@@ -59,7 +59,7 @@ def bench_model(arch: str, data: DeviceData, *, width: float, batch: int, steps:
     opt = make_optimizer(OptimizerConfig(name="adamw", lr=3e-4, weight_decay=0.01, betas=(0.9, 0.999), eps=1e-8),
                          model.parameters())
     fast = FastPath(channels_last=channels_last, compile=compile)
-    kw = dict(optimizer=opt, scheduler=None, batch_size=batch, drop_last=True, hooks=MaskHook(masks),
+    kw = dict(optimizer=opt, scheduler=None, batch_size=batch, drop_last=True, hooks=MaskedHook(masks),
               precision=precision, fast=fast)
     train(model, data, steps=warmup, seed=0, **kw)
     compile_s = fast.compile_s

@@ -1,4 +1,4 @@
-"""``prunebench validate | plan | run | report | ui`` (also ``python -m harness``)."""
+"""``prunebench validate | plan | run | report | leaderboard | plugins | ui`` (also ``python -m harness``)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ import os
 import sys
 from pathlib import Path
 
-from harness.config import ManifestError, RunSpec, expand, load, load_all, train_size
+from harness.config import ManifestError, RunSpec
+from harness.config.load import load, load_all
 from harness.data import DataError
+from harness.grid.expand import expand
+from harness.pruning.methods import dense_spec
 from harness.errors import ClusterError
 from harness.paths import Paths
 
@@ -56,6 +59,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--check-against", default=None, metavar="DIR",
                    help="regression check: compare with the results.csv in DIR (exit 1 on a difference)")
     p.add_argument("--acc-tol", type=float, default=5.0, help="regression tolerance in accuracy points (default 5)")
+    p = sub.add_parser("leaderboard", help="run one method under every paper's protocol (overlay manifests that add "
+                                           "it) and rank it among each paper's own methods")
+    p.add_argument("overlays", nargs="+", help="overlay manifests, one per paper (each `extends:` a paper's)")
+    p.add_argument("--method", action="append", required=True,
+                   help="the method's key in the overlays (repeat for several names)")
+    p.add_argument("--profile", default="ci", help="profile of every paper's manifest (default: ci)")
+    _store_args(p)
+    p.add_argument("--data-root", default=None, help="dataset root (default: <workdir>/data)")
+    p.add_argument("--download", action="store_true", help="let torchvision download missing datasets")
+    p.add_argument("--executor", choices=["ray", "local"], default="ray")
+    p.add_argument("--ray-address", default=None)
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-run", action="store_true", help="rank what is tracked already; train nothing")
+    p.add_argument("--out", default=None, help="output folder (default: <workdir>/reports/leaderboard/<method>-<profile>)")
+    p = sub.add_parser("plugins", help="list the installed plugins and what is registered")
     p = sub.add_parser("ui", help="start the MLflow UI on the store")
     _store_args(p)
     p.add_argument("--port", default="5000")
@@ -66,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return {"validate": cmd_validate, "plan": cmd_plan, "run": cmd_run, "report": cmd_report,
-                "ui": cmd_ui}[args.command](args)
+                "leaderboard": cmd_leaderboard, "plugins": cmd_plugins, "ui": cmd_ui}[args.command](args)
     except (ManifestError, DataError, ClusterError) as e:
         print(f"prunebench: error: {e}", file=sys.stderr)
         return 2
@@ -85,12 +103,16 @@ def cmd_validate(args) -> int:
 
 @functools.lru_cache(maxsize=None)
 def _model_cost(arch: str, width: float, num_classes: int) -> tuple[int, int]:
-    """(parameters, forward MACs per image) of a model."""
-    from harness.metrics import count_params, macs
-    from harness.models import build_model
+    """(parameters, forward MACs per image) of a model: recorded in the catalog, else measured (which loads torch:
+    record it with scripts/model_costs.py)."""
+    from harness.models import model_cost
 
-    model = build_model(arch, num_classes, width)
-    return count_params(model), macs(model)[0]
+    cost = model_cost(arch, width, num_classes)
+    if cost is None:
+        from harness.models.build import measured_cost  # a size the catalog has not recorded: build it
+
+        cost = measured_cost(arch, width, num_classes)
+    return cost
 
 
 def cmd_plan(args) -> int:
@@ -122,7 +144,7 @@ def cmd_plan(args) -> int:
     if args.ids:  # every cell with its own compute (its shared dense pre-training listed, not counted)
         for s in specs:
             own, flop = plan.cell_cost(s, _model_cost)
-            dense = f"  dense {s.dense.id}" if s.dense else ""
+            dense = f"  dense {dense_spec(s).id}" if dense_spec(s) else ""
             print(f"{s.id}  {run_name(s):<72} {own:>13,} images {flop / 1e15:>9.3f} PFLOP{dense}")
     return 0
 
@@ -150,15 +172,16 @@ def _print_hours(h, path: Path) -> None:
 
 
 def cmd_run(args) -> int:
-    from harness import grid
+    from harness.grid.execute import execute
+    from harness.grid.options import Options
 
     m = load(args.manifest, args.profile)
     specs = expand(m)
     paths = Paths.at(args.workdir)
-    opts = grid.Options(paths=paths, data_root=Path(args.data_root).resolve() if args.data_root else None,
+    opts = Options(paths=paths, data_root=Path(args.data_root).resolve() if args.data_root else None,
                             download=args.download, executor=args.executor, ray_address=args.ray_address,
                             tracking_uri=args.tracking_uri, device=args.device)
-    out = grid.execute(m, specs, opts)
+    out = execute(m, specs, opts)
     if out.failed:
         for name, err in out.failed:
             print(f"prunebench: run failed: {name}: {err}", file=sys.stderr)
@@ -177,7 +200,7 @@ def cmd_run(args) -> int:
         print(f"prunebench: interrupted: {len(out.unfinished)} of {out.total} runs unfinished; re-run the same "
               f"command to resume (finished runs and rounds are kept)", file=sys.stderr)
         return 130
-    print(f"{m.paper.key}/{m.profile}: {out.total} runs complete ({out.ran} run now, {out.skipped} already finished)")
+    print(f"{m.paper.key}/{m.label}: {out.total} runs complete ({out.ran} run now, {out.skipped} already finished)")
     if not args.no_report:
         return cmd_report(argparse.Namespace(manifest=args.manifest, profile=args.profile, workdir=args.workdir,
                                              tracking_uri=args.tracking_uri, out=None, check_against=None,
@@ -187,10 +210,10 @@ def cmd_run(args) -> int:
 
 def _finished_now(paths: Paths, specs: list[RunSpec], name: str) -> bool:
     """Whether the run called ``name`` (held by another driver earlier) is finished by now."""
-    from harness import experiment
     from harness.grid.describe import run_name
+    from harness.stage import finished
 
-    return any(run_name(s) == name and experiment.finished(paths, s) for s in specs)
+    return any(run_name(s) == name and finished(paths, s) for s in specs)
 
 
 def cmd_report(args) -> int:
@@ -202,14 +225,14 @@ def cmd_report(args) -> int:
     paths = Paths.at(args.workdir)
     tracker = Tracker(args.tracking_uri or paths.tracking_uri)
     results = report.collect(specs, tracker)
-    out_dir = Path(args.out) if args.out else paths.report_dir(m.paper.key, m.profile)
+    out_dir = Path(args.out) if args.out else paths.report_dir(m.paper.key, m.label)
     summary = report.build(m, specs, results, out_dir)
     print(f"report: {out_dir / 'README.md'} ({summary.n_cells} cells, {summary.n_missing_runs} runs missing)")
     if tracker.client.get_experiment_by_name(m.paper.key) is not None:  # the report in the MLflow UI too
         claims = "; ".join(f"`{c.id}`: {c.outcome}" for c in summary.claims) or "none in this profile"
         complete = "complete" if not summary.n_missing_runs else f"INCOMPLETE ({summary.n_missing_runs} runs missing)"
-        tracker.log_report(m.paper.key, m.profile, summary.files,
-                           f"Report of **{m.paper.title}**, profile `{m.profile}` ({complete}): open `report/README.md` "
+        tracker.log_report(m.paper.key, m.label, summary.files,
+                           f"Report of **{m.paper.title}**, profile `{m.label}` ({complete}): open `report/README.md` "
                            f"in the artifacts for the paper-style tables and plots. Claims: {claims}.")
     for c in summary.claims:
         print(f"  claim {c.id}: {c.outcome}")
@@ -225,6 +248,68 @@ def cmd_report(args) -> int:
             return 1
         print(f"regression check against {args.check_against}: passed (accuracy within {args.acc_tol} points, "
               f"densities exact)")
+    return 0
+
+
+def cmd_leaderboard(args) -> int:
+    from harness import report
+    from harness.grid.execute import execute
+    from harness.grid.options import Options
+    from harness.report import leaderboard
+    from harness.tracking import Tracker
+
+    paths = Paths.at(args.workdir)
+    ours = set(args.method)
+    loaded = []
+    for path in args.overlays:  # every manifest is valid before anything runs
+        m = load(path, args.profile)
+        if not any(meth in ours for e in m.experiments for meth in e.methods):
+            raise ManifestError(f"{path} [profile {args.profile}]: no experiment lists the method "
+                                f"{' or '.join(sorted(ours))}")
+        loaded.append((path, m, expand(m)))
+    failed = 0
+    board = leaderboard.Board(method=ours)
+    for path, m, specs in loaded:
+        if not args.no_run:
+            opts = Options(paths=paths, data_root=Path(args.data_root).resolve() if args.data_root else None,
+                           download=args.download, executor=args.executor, ray_address=args.ray_address,
+                           tracking_uri=args.tracking_uri, device=args.device)
+            out = execute(m, specs, opts)
+            for name, err in out.failed:
+                print(f"prunebench: run failed: {name}: {err}", file=sys.stderr)
+            failed += len(out.failed)
+            print(f"{m.paper.key}/{m.label}: {out.ran} run now, {out.skipped} already finished")
+        tracker = Tracker(args.tracking_uri or paths.tracking_uri)
+        results = report.collect(specs, tracker)
+        summary = report.build(m, specs, results, paths.report_dir(m.paper.key, m.label))
+        print(f"report: {summary.out_dir / 'README.md'} ({summary.n_missing_runs} runs missing)")
+        board.rows += leaderboard.standings(m, specs, results, ours)
+        board.papers.append((m.paper.key, m.paper.title, m.label))
+    name = f"{'+'.join(sorted(ours))}-{args.profile}"
+    out_dir = Path(args.out) if args.out else paths.report_dir("leaderboard", name)
+    files = leaderboard.write(board, out_dir)
+    tracker = Tracker(args.tracking_uri or paths.tracking_uri)
+    tracker.log_report("leaderboard", name, files, f"Leaderboard of {', '.join(sorted(ours))} under "
+                       f"{len(board.papers)} papers' protocols (profile `{args.profile}`): open `report/README.md`.")
+    print(f"leaderboard: {files[0]}")
+    for key, _, _ in board.papers:
+        c = board.counts(key)
+        print(f"  {key}: {c['cells']} cells, best at {c['best']}; ahead {c['ahead']}, within noise "
+              f"{c['within noise']}, behind {c['behind']}")
+    if failed:
+        print(f"prunebench: {failed} run(s) failed; the leaderboard ranks what finished", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_plugins(args) -> int:
+    from harness.config.plugins import installed
+
+    found = installed()
+    if not found:
+        print("no prunebench plugins installed (entry point group prunebench.plugins)")
+    for name, (module, version) in sorted(found.items()):
+        print(f"{name}: {module} {version}")
     return 0
 
 

@@ -13,8 +13,10 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from harness.config import Manifest, RunSpec, resources_for, train_size
+from harness.config import Manifest, RunSpec, train_size
 from harness.figures import lookup
+from harness.grid.expand import resources_for
+from harness.pruning.methods import dense_spec, procedure
 
 ModelCost = Callable[[str, float, int], tuple[int, int]]
 """(arch, width, classes) -> (parameters, forward MACs per image)."""
@@ -47,10 +49,11 @@ def rows(specs: list[RunSpec], model_cost: ModelCost) -> list[Row]:
         params, fwd = model_cost(ss[0].model.arch, ss[0].model.width, ss[0].num_classes)
         n_train = train_size(ss[0].dataset)
         for s in ss:
-            pre, own = s.proc.images(s, n_train)
-            images += own + s.proc.selection_cost(s, n_train)
-            if s.dense is not None and s.dense.id not in seen:
-                seen.add(s.dense.id)
+            pre, own = procedure(s).images(s, n_train)
+            images += own + procedure(s).selection_cost(s, n_train)
+            dense = dense_spec(s)
+            if dense is not None and dense.id not in seen:
+                seen.add(dense.id)
                 n_dense += 1
                 images += pre
         out.append(Row(exp, model, ds, params, len({s.seed for s in ss}), len(ss), n_dense, images, 6.0 * fwd * images,
@@ -62,7 +65,7 @@ def summaries(specs: list[RunSpec]) -> list[tuple[list[str], str]]:
     """(methods, what they do) — one line per distinct procedure summary, in grid order."""
     by_line: dict[str, list[str]] = defaultdict(list)
     for s in specs:
-        line = s.proc.summary(s)
+        line = procedure(s).summary(s)
         if s.method not in by_line[line]:
             by_line[line].append(s.method)
     return [(methods, line) for line, methods in by_line.items()]
@@ -71,7 +74,7 @@ def summaries(specs: list[RunSpec]) -> list[tuple[list[str], str]]:
 def cell_cost(s: RunSpec, model_cost: ModelCost) -> tuple[int, float]:
     """(training images, FLOPs) of one cell on its own (its shared dense pre-training not counted)."""
     n_train = train_size(s.dataset)
-    own = sum(s.proc.images(s, n_train)[1:]) + s.proc.selection_cost(s, n_train)
+    own = sum(procedure(s).images(s, n_train)[1:]) + procedure(s).selection_cost(s, n_train)
     _, fwd = model_cost(s.model.arch, s.model.width, s.num_classes)
     return own, 6.0 * fwd * own
 

@@ -39,7 +39,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from harness.config.schema import LRScheduleConfig, OptimizerConfig
-from harness.data import DeviceData
+from harness.data.device import DeviceData
 from harness.units import duration_steps
 
 CHECK_EVERY = 25  # steps between divergence checks (one host sync each)

@@ -17,10 +17,5 @@ def duration_steps(duration: str, steps_per_epoch: int) -> int:
     return int(count) * (steps_per_epoch if unit == "ep" else 1)
 
 
-def duration_epochs(duration: str, steps_per_epoch: int) -> float:
-    """The same duration in epochs (fractional for a step count that ends mid-epoch)."""
-    return duration_steps(duration, steps_per_epoch) / steps_per_epoch
-
-
 def steps_per_epoch(n_train: int, batch_size: int, drop_last: bool) -> int:
     return n_train // batch_size if drop_last else -(-n_train // batch_size)

@@ -3,7 +3,8 @@ evaluations of AP's recorded retraining reach MLflow, and a replayed row is not 
 
 from __future__ import annotations
 
-from harness.config import load, expand
+from harness.config.load import load
+from harness.grid.expand import expand
 from harness.grid.describe import run_tags
 from harness.tracking import Tracker
 

@@ -1,22 +1,29 @@
-"""Paper manifests as typed values, read in pipeline order.
+"""Paper manifests as typed values, torch-free (``import harness.config`` never loads torch).
+
+The package's own namespace holds the typed vocabulary only (schema, specs, identities: below the method registry,
+which types its parameters with them); reading a manifest is :func:`harness.config.load.load` (it validates against
+the registry, so it sits above it).
 
 * :mod:`~harness.config.schema`: the dataclasses a manifest is made of;
 * :mod:`~harness.config.profiles`: named overrides (``profiles.ci``) applied before validation;
-* :mod:`~harness.config.load`: YAML -> strict typed build -> semantic checks (one-line errors);
-* :mod:`~harness.config.expand`: the grid -> one :class:`RunSpec` per cell (and its dense model);
-* :mod:`~harness.config.identity`: run ids, hashed without fields at their defaults.
+* :mod:`~harness.config.build`: the strict typed build (one-line errors);
+* :mod:`~harness.config.resolve`: one grid cell's settings, resolved and checked;
+* :mod:`~harness.config.load`: YAML -> profile -> build -> semantic checks; specs read back from disk;
+* :mod:`~harness.config.specs`: a cell and a dense pre-training as frozen values;
+* :mod:`~harness.config.identity`: their ids, hashed without fields at their defaults.
+
+The grid itself (the specs of a manifest) is :func:`harness.grid.expand.expand`.
 """
 
-from harness.config.expand import DenseSpec, RunSpec, dense_from_dict, expand, resources_for, train_size
 from harness.config.identity import canonical_json, identity_dict, spec_hash
-from harness.config.load import build, load, load_all
 from harness.config.schema import (Claim, DatasetConfig, Deviation, EvalConfig, ExpectedCells, Experiment, Layout,
                                    LRScheduleConfig, Manifest, ManifestError, MethodConfig, ModelConfig, NoiseRule,
                                    OptimizerConfig, PruningConfig, Resources, TrainingConfig)
+from harness.config.specs import DenseSpec, RunSpec, train_size
 
 __all__ = [
     "Claim", "DatasetConfig", "DenseSpec", "Deviation", "EvalConfig", "ExpectedCells", "Experiment", "Layout",
     "LRScheduleConfig", "Manifest", "ManifestError", "MethodConfig", "ModelConfig", "NoiseRule", "OptimizerConfig",
-    "PruningConfig", "Resources", "RunSpec", "TrainingConfig", "build", "canonical_json", "dense_from_dict",
-    "expand", "identity_dict", "load", "load_all", "resources_for", "spec_hash", "train_size",
+    "PruningConfig", "Resources", "RunSpec", "TrainingConfig", "canonical_json", "identity_dict", "spec_hash",
+    "train_size",
 ]

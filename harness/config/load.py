@@ -1,208 +1,73 @@
-"""Loading a manifest: YAML -> profile -> strict typed build -> semantic checks.
+"""Loading a manifest: YAML -> profile -> strict typed build (:mod:`.build`) -> semantic checks, every resolved cell
+included (:mod:`.resolve`); and reading specs back from disk.
 
 Every mistake is a :class:`ManifestError` whose text is one line naming the file, the key path
-and what was expected. :func:`build` is the one strict converter from plain data to the schema's
-dataclasses; it is also how specs are read back from disk.
+and what was expected. Torch-free: the dataset registry, the model and pruning catalogs and the procedure
+registry say what exists.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import types
 import typing
 from pathlib import Path
-from typing import Any, Literal
 
-import yaml
 
+from harness.config.build import build
+from harness.config.files import read_yaml
+from harness.config.overlay import add_methods, apply_overlay
+from harness.config.plugins import load_plugins
 from harness.config.profiles import apply_profile, profile_names
-from harness.config.schema import NOT_YAML, Manifest, ManifestError, PruningConfig, Resources, TrainingConfig
-from harness.units import is_duration
+from harness.config.resolve import method_parts, resolve_cell
+from harness.config.schema import Manifest, ManifestError, Resources
+from harness.config.specs import DenseSpec, RunSpec
+from harness.data.sources import SOURCES
+from harness.models.catalog import ARCHS, INITS
+from harness.pruning.catalog import ALLOCATIONS, SCORES
+from harness.pruning.methods import METHODS, PROCEDURES
 
+__all__ = ["load", "load_all", "read_yaml", "check", "run_from_dict", "dense_from_dict"]
 
-def read_yaml(path: str | Path) -> tuple[dict, str]:
-    path = Path(path)
-    where = str(path)
-    if not path.is_file():
-        raise ManifestError(f"{where}: manifest file not found")
-    text = path.read_text()
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f" (line {mark.line + 1})" if mark else ""
-        raise ManifestError(f"{where}: not valid YAML{line}: {getattr(e, 'problem', e)}") from None
-    if not isinstance(raw, dict):
-        raise ManifestError(f"{where}: expected a mapping at the top level")
-    return raw, text
+BF16_DEVIATION = "bf16_autocast"  # the deviation a manifest training in bf16 must list
 
 
 def load(path: str | Path, profile: str = "full") -> Manifest:
-    """Load, profile-resolve and validate a manifest; raise ManifestError on any mistake."""
+    """Load (an overlay: onto the manifest it extends), import its plugins, profile-resolve and validate a manifest;
+    raise ManifestError on any mistake."""
     raw, text = read_yaml(path)
+    overlay, add = "", {}
+    if "extends" in raw:
+        raw, text, overlay, add = apply_overlay(raw, text, Path(path))
     where = str(path) if profile == "full" else f"{path} [profile {profile}]"
-    merged = apply_profile(raw, profile, str(path))
+    plugins = raw.get("plugins") or []
+    if not isinstance(plugins, list) or not all(isinstance(x, str) for x in plugins):
+        raise ManifestError(f"{where}: plugins: expected a list of plugin names or module paths, got {plugins!r}")
+    load_plugins(plugins, f"{where}: plugins")
+    known = {e.get("name") for e in raw.get("experiments") or [] if isinstance(e, dict)}
+    merged = add_methods(apply_profile(raw, profile, str(path)), add, where, known)
     m = build(Manifest, merged, where, "")
     check(m, where)
     digest = hashlib.sha256((text + "\0" + profile).encode()).hexdigest()[:16]
     own = {e.get("name"): e.get("title") for e in raw.get("experiments") or [] if isinstance(e, dict)}
     exps = tuple(dataclasses.replace(e, paper_title=own.get(e.name)) if own.get(e.name) not in (None, e.title) else e
                  for e in m.experiments)
-    return dataclasses.replace(m, experiments=exps, profile=profile, path=str(Path(path).resolve()), digest=digest)
+    return dataclasses.replace(m, experiments=exps, profile=profile, path=str(Path(path).resolve()), digest=digest,
+                               overlay=overlay)
 
 
 def load_all(path: str | Path, profile: str | None = None) -> list[Manifest]:
     """The manifest under every profile (``full`` first), or under ``profile`` only."""
-    raw, _ = read_yaml(path)
+    raw, text = read_yaml(path)
+    if "extends" in raw:
+        raw = apply_overlay(raw, text, Path(path))[0]
     names = [profile] if profile else ["full", *profile_names(raw)]
     return [load(path, name) for name in names]
-
-
-# --------------------------------------------------------------------------- strict typed build
-
-
-def type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return " or ".join(type_name(a) for a in args) + " or null"
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return f"a list of {type_name(args[0])}"
-        return f"a list of {len(args)} {'numbers' if all(a in (int, float) for a in args) else 'items'}"
-    if origin is dict or tp is dict or dataclasses.is_dataclass(tp):
-        return "a mapping"
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
-
-
-def build(tp: Any, value: Any, where: str, key: str) -> Any:
-    """Convert ``value`` to type ``tp`` strictly, naming ``where``/``key`` on failure."""
-    label = key or "(top level)"
-
-    def fail(expect: str) -> typing.NoReturn:
-        raise ManifestError(f"{where}: {label}: expected {expect}, got {value!r}"[:400])
-
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            fail("a mapping")
-        hints = typing.get_type_hints(tp)
-        fields = {f.name: f for f in dataclasses.fields(tp) if f.init}
-        settable = {n for n in fields if n not in NOT_YAML.get(tp.__name__, ())}
-        value = dict(value)
-        extra = {}
-        if tp is PruningConfig:  # pruning.<procedure>: raw sections, typed per cell
-            from harness.pruning.methods import PROCEDURES
-
-            extra["sections"] = {k: value.pop(k) for k in list(value) if k in PROCEDURES}
-            for k, sec in extra["sections"].items():
-                if not isinstance(sec, dict):
-                    raise ManifestError(f"{where}: {key}.{k}: expected a mapping of {k} parameters, got {sec!r}")
-            expected = sorted(settable) + sorted(PROCEDURES)
-        else:
-            expected = sorted(settable)
-        for k in value:
-            if k not in settable:
-                raise ManifestError(f"{where}: {key + '.' if key else ''}{k}: unknown key "
-                                    f"(expected one of: {', '.join(expected)})")
-        kwargs = dict(extra)
-        for name, f in fields.items():  # schema order: the first missing field is named
-            if name not in settable:
-                continue
-            sub = f"{key}.{name}" if key else name
-            if name in value:
-                kwargs[name] = build(hints[name], value[name], where, sub)
-            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ManifestError(f"{where}: {sub}: missing (expected {type_name(hints[name])})")
-        try:
-            return tp(**kwargs)
-        except (ValueError, TypeError) as e:  # a type's own check (e.g. GraphParams)
-            raise ManifestError(f"{where}: {label}: {e}") from None
-    if tp is Any:
-        return value
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            fail(type_name(tp))
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None:
-            if type(None) in args:
-                return None
-            fail(type_name(tp))
-        non_null = [a for a in args if a is not type(None)]
-        return build(non_null[0], value, where, key)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            fail(type_name(tp))
-        args = typing.get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(build(args[0], v, where, f"{key}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            fail(type_name(tp))
-        return tuple(build(a, v, where, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
-    if origin is dict:
-        if not isinstance(value, dict):
-            fail("a mapping")
-        _, vt = typing.get_args(tp)
-        return {str(k): build(vt, v, where, f"{key}.{k}") for k, v in value.items()}
-    if tp is dict:
-        if not isinstance(value, dict):
-            fail("a mapping")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            fail("true or false")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            fail("an integer")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            fail("a number")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            fail("a string")
-        return value
-    raise TypeError(f"unsupported schema type {tp}")  # a bug in the schema, not user input
 
 
 # --------------------------------------------------------------------------- semantic checks
 
 BF16_DEVIATION = "bf16_autocast"  # the deviation a manifest training in bf16 must list
-
-
-def check_duration(value: str, key: str, err) -> None:
-    if not is_duration(value):
-        err(key, f"expected a duration like '50000it' or '300ep', got {value!r}")
-
-
-def check_training(t: TrainingConfig, err) -> None:
-    for name in ("pretrain", "retrain"):
-        check_duration(getattr(t, name), f"training.{name}", err)
-    for j, ms in enumerate(t.lr_schedule.milestones):
-        check_duration(ms, f"training.lr_schedule.milestones[{j}]", err)
-    if t.batch_size < 1:
-        err("training.batch_size", f"expected a positive integer, got {t.batch_size}")
-    ls = t.lr_schedule
-    if ls.name == "warmup_fixed":
-        if ls.warmup_per_iter < 0 or ls.warmup_iters < 0:
-            err("training.lr_schedule", "expected warmup_per_iter >= 0 and warmup_iters >= 0")
-        for j, (epoch, lr) in enumerate(ls.fixed):
-            if epoch < 0 or lr < 0:
-                err(f"training.lr_schedule.fixed[{j}]", f"expected [epoch >= 0, lr >= 0], got [{epoch}, {lr}]")
-    elif ls.warmup_per_iter or ls.warmup_iters or ls.fixed:
-        err("training.lr_schedule", f"warmup_per_iter, warmup_iters and fixed belong to name: warmup_fixed, not {ls.name}")
-    if t.optimizer.lr <= 0:
-        err("training.optimizer.lr", f"expected a positive learning rate, got {t.optimizer.lr}")
-    if t.optimizer.weight_decay < 0:
-        err("training.optimizer.weight_decay", "expected >= 0")
 
 
 def _check_resources(r: Resources, key: str, err) -> None:
@@ -214,29 +79,26 @@ def _check_resources(r: Resources, key: str, err) -> None:
 
 def check(m: Manifest, where: str) -> None:
     """Everything the types cannot say; every resolved cell is built once here."""
-    from harness.config.expand import resolve_cell
-    from harness.data import TRAIN_SIZES
-    from harness.models import MODELS
-    from harness.models.init import INITS
-    from harness.pruning.methods import METHODS
 
     def err(key: str, msg: str) -> typing.NoReturn:
         raise ManifestError(f"{where}: {key}: {msg}")
 
     for k, ds in m.datasets.items():
+        if ds.source not in SOURCES:
+            err(f"datasets.{k}.source", f"unknown dataset '{ds.source}' (expected one of: {', '.join(sorted(SOURCES))})")
         for name in ("train_subset", "test_subset"):
             v = getattr(ds, name)
             if v is not None and v <= 0:
                 err(f"datasets.{k}.{name}", f"expected a positive integer or null, got {v}")
-        if not 0 <= ds.validation < (ds.train_subset or TRAIN_SIZES[ds.source]):
+        if not 0 <= ds.validation < (ds.train_subset or SOURCES[ds.source].train_size):
             err(f"datasets.{k}.validation", f"expected 0 or a number of images below the training split's size, got {ds.validation}")
         if any(s <= 0 for s in ds.std):
             err(f"datasets.{k}.std", "expected positive numbers")
         if ds.crop_padding < 0:
             err(f"datasets.{k}.crop_padding", f"expected >= 0, got {ds.crop_padding}")
     for k, mc in m.models.items():
-        if mc.arch not in MODELS:
-            err(f"models.{k}.arch", f"unknown model '{mc.arch}' (expected one of: {', '.join(sorted(MODELS))})")
+        if mc.arch not in ARCHS:
+            err(f"models.{k}.arch", f"unknown model '{mc.arch}' (expected one of: {', '.join(sorted(ARCHS))})")
         if not 0 < mc.width <= 4:
             err(f"models.{k}.width", f"expected a width multiplier in (0, 4], got {mc.width}")
         if mc.init is not None and mc.init not in INITS:
@@ -244,8 +106,21 @@ def check(m: Manifest, where: str) -> None:
     for k, mc in m.methods.items():
         if k in METHODS:
             err(f"methods.{k}", f"'{k}' is a registered method; give this variant a name of its own")
-        if mc.method not in METHODS:
-            err(f"methods.{k}.method", f"unknown method '{mc.method}' (expected one of: {', '.join(sorted(METHODS))})")
+        composed = (mc.procedure, mc.score, mc.allocation)
+        if mc.method is not None:
+            if any(v is not None for v in composed):
+                err(f"methods.{k}", "give either method (a registered one, with params) or procedure, score and "
+                                    "allocation (a new one), not both")
+            if mc.method not in METHODS:
+                err(f"methods.{k}.method", f"unknown method '{mc.method}' (expected one of: {', '.join(sorted(METHODS))})")
+            continue
+        for field_, value, known in (("procedure", mc.procedure, PROCEDURES), ("score", mc.score, SCORES),
+                                     ("allocation", mc.allocation, ALLOCATIONS)):
+            if value is None:
+                err(f"methods.{k}.{field_}", "missing (a method is a registered method, or a procedure, a score and "
+                                             "an allocation)")
+            if value not in known:
+                err(f"methods.{k}.{field_}", f"unknown {field_} '{value}' (expected one of: {', '.join(sorted(known))})")
     known_methods = sorted({*METHODS, *m.methods})
     _check_resources(m.resources, "resources", err)
     if not m.experiments:
@@ -281,7 +156,7 @@ def check(m: Manifest, where: str) -> None:
         for mk in e.model_overrides:
             if mk not in m.models:
                 err(f"{key}.model_overrides.{mk}", f"unknown model key (expected one of: {', '.join(sorted(m.models))})")
-        needs_target = [meth for meth in e.methods if _method(m, meth).proc.needs_sparsity]
+        needs_target = [meth for meth in e.methods if PROCEDURES[_method(m, meth).procedure].needs_sparsity]
         if needs_target and not e.sparsities and any(mk not in e.model_sparsities for mk in e.models):
             err(f"{key}.sparsities", f"expected target sparsities: method '{needs_target[0]}' trains to a target")
         for j, (a, b) in enumerate(e.layout.pairs):  # a profile's grid may leave a pair out: it is skipped
@@ -342,6 +217,16 @@ def check(m: Manifest, where: str) -> None:
 
 
 def _method(m: Manifest, key: str):
-    from harness.config.expand import method_parts
-
     return method_parts(m, key)[0]
+
+
+def run_from_dict(data: dict) -> RunSpec:
+    """A spec written with ``dataclasses.asdict`` (``spec.json``, a Ray trial's config) read back, typed."""
+    data = dict(data)
+    params = build(PROCEDURES[data["procedure"]].Params, data.pop("params"), "<spec>", "params")
+    spec = build(RunSpec, {**data, "params": {}}, "<spec>", "")
+    return dataclasses.replace(spec, params=params)
+
+
+def dense_from_dict(data: dict) -> DenseSpec:
+    return build(DenseSpec, data, "<spec>", "")

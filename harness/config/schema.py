@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from harness.pruning.graph import GraphParams
 
 
 class ManifestError(ValueError):
@@ -33,7 +32,7 @@ class PaperInfo:
 class DatasetConfig:
     """A dataset as a run sees it: source, normalisation and augmentation."""
 
-    source: Literal["cifar10", "cifar100", "svhn", "fashion_mnist"]
+    source: str  # a dataset of the registry (harness.data.sources)
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     crop_padding: int
@@ -94,6 +93,44 @@ class TrainingConfig:
     compile: bool = False  # torch.compile of the forward pass and loss (compile time reported as compile_s)
 
 
+Variant = Literal["pags_snip_fixed", "iclr23_rm", "iclr23_sm"]
+Reference = Literal["origin", "init"]
+VARIANTS: tuple[str, ...] = ("pags_snip_fixed", "iclr23_rm", "iclr23_sm")
+REFERENCES: tuple[str, ...] = ("origin", "init")
+
+
+@dataclass(frozen=True)
+class GraphParams:
+    """The switches of the mask-graph distance (pags.md section 3.3). They belong in the run identity.
+
+    ``variant``: the Ramanujan-gap formula (:data:`VARIANTS`). ``reference``: ``"origin"`` (PAGS_SNIP) or
+    ``"init"`` (distance from the dense/initial network's coordinate). ``min_edges`` / ``min_density``: a layer
+    counts only with strictly more kept edges and a strictly higher density. ``nested``: add the nested
+    regular (IMDB) term as a third coordinate.
+    """
+
+    variant: Variant = "pags_snip_fixed"
+    reference: Reference = "origin"
+    min_edges: int = 1000
+    min_density: float = 1e-3
+    nested: bool = False
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"unknown ramanujan gap variant '{self.variant}' (expected one of: {', '.join(VARIANTS)})")
+        if self.reference not in REFERENCES:
+            raise ValueError(f"unknown distance reference '{self.reference}' "
+                             f"(expected one of: {', '.join(REFERENCES)})")
+        if isinstance(self.min_edges, bool) or not isinstance(self.min_edges, int) or self.min_edges < 0:
+            raise ValueError(f"min_edges must be a non-negative int, got {self.min_edges!r}")
+        if isinstance(self.min_density, bool) or not isinstance(self.min_density, (int, float)) \
+                or not 0.0 <= float(self.min_density) < 1.0:
+            raise ValueError(f"min_density must be a number in [0, 1), got {self.min_density!r}")
+        if not isinstance(self.nested, bool):
+            raise ValueError(f"nested must be a bool, got {self.nested!r}")
+        object.__setattr__(self, "min_density", float(self.min_density))
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """How a model is evaluated. Never part of a dense model's identity."""
@@ -114,7 +151,7 @@ class PruningConfig:
     """What may be pruned, plus one raw parameter section per procedure (``pruning.<procedure>``).
 
     The sections are validated against each procedure's typed parameters when a cell is resolved
-    (:func:`harness.config.expand.resolve_cell`), because methods and experiments can override them.
+    (:func:`harness.config.resolve.resolve_cell`), because methods and experiments can override them.
     """
 
     prunable: Literal["conv_and_linear_weights", "conv_weights", "all_weights"]
@@ -123,11 +160,15 @@ class PruningConfig:
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """A manifest-local method: a registered method with its own parameters (``methods.<key>``)."""
+    """A manifest-local method (``methods.<key>``): a registered method with its own parameters (``method``), or a
+    new one composed of a registered procedure, score and allocation (a plugin's, typically)."""
 
-    method: str
+    method: str | None = None
     params: dict = field(default_factory=dict)
     description: str | None = None
+    procedure: str | None = None
+    score: str | None = None
+    allocation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -278,13 +319,21 @@ class Manifest:
     claims: tuple[Claim, ...] = ()
     deviations: tuple[Deviation, ...] = ()
     profiles: dict = field(default_factory=dict)
+    plugins: tuple[str, ...] = ()  # installed plugin names or module paths, imported before validation
     # set by load(): not part of the YAML
     profile: str = "full"
     path: str = ""
     digest: str = ""
+    overlay: str = ""  # the overlay's name when the manifest `extends:` a paper's manifest
 
     def experiment(self, name: str) -> Experiment:
         return next(e for e in self.experiments if e.name == name)
 
+    @property
+    def label(self) -> str:
+        """The profile, and the overlay when there is one (``ci+taylor``): names the report folder and MLflow groups,
+        so an overlay's report never overwrites the paper's own."""
+        return f"{self.profile}+{self.overlay}" if self.overlay else self.profile
 
-NOT_YAML = {"Manifest": ("profile", "path", "digest"), "PruningConfig": ("sections",), "Experiment": ("paper_title",)}
+
+NOT_YAML = {"Manifest": ("profile", "path", "digest", "overlay"), "PruningConfig": ("sections",), "Experiment": ("paper_title",)}

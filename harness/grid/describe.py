@@ -5,16 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.config import DenseSpec, Manifest, RunSpec
-from harness.config.expand import method_parts
+from harness.config import DenseSpec, Manifest, RunSpec, plugins
+from harness.config.resolve import method_parts
+from harness.pruning.methods import dense_spec, procedure
 from harness.tracking import AXIS_TAG, PATH_TAG, RUN_ID_TAG, code_version
 
 
 def run_tags(spec: RunSpec | DenseSpec, manifest: Manifest, model_key: str = "", dataset_key: str = "") -> dict[str, str]:
-    common = {RUN_ID_TAG: spec.id, AXIS_TAG: "round" if isinstance(spec, DenseSpec) else spec.proc.axis,
+    common = {RUN_ID_TAG: spec.id, AXIS_TAG: "round" if isinstance(spec, DenseSpec) else procedure(spec).axis,
               PATH_TAG: run_name(spec, model_key, dataset_key),
-              "paper": manifest.paper.key, "profile": manifest.profile,
-              "manifest_hash": manifest.digest, "code_version": code_version(), "seed": str(spec.seed)}
+              "paper": manifest.paper.key, "profile": manifest.label,
+              "manifest_hash": manifest.digest, "code_version": code_version(), "seed": str(spec.seed),
+              **({"plugins": plugins.describe(manifest.plugins)} if manifest.plugins else {})}
     if isinstance(spec, DenseSpec):
         return {**common, "stage": "dense", "model": model_key, "arch": spec.model.arch,
                 "dataset": dataset_key, "width": str(spec.model.width)}
@@ -22,7 +24,7 @@ def run_tags(spec: RunSpec | DenseSpec, manifest: Manifest, model_key: str = "",
             "procedure": spec.procedure, "score": spec.score, "allocation": spec.allocation,
             "model": spec.model_key, "arch": spec.model.arch, "width": str(spec.model.width),
             "dataset": spec.dataset_key, "target_sparsity": str(spec.target_sparsity),
-            "dense_id": spec.dense.id if spec.dense else ""}
+            "dense_id": dense_spec(spec).id if dense_spec(spec) else ""}
 
 
 def display_name(spec: RunSpec | DenseSpec, model_key: str = "", dataset_key: str = "") -> str:
@@ -48,7 +50,7 @@ def about_run(manifest: Manifest, s: RunSpec, report: Path) -> str:
     return (f"**{manifest.paper.title}** ({manifest.paper.venue} {manifest.paper.year}), profile `{manifest.profile}`: "
             f"{e.title}.\n\nMethod `{s.method}` ({method_parts(manifest, s.method)[0].description}) on model "
             f"`{s.model_key}` (`{s.model.arch}`, width {s.model.width:g}), dataset `{s.dataset_key}`, seed {s.seed}"
-            f"{target}. Report: `{report / 'README.md'}` (also the artifacts of the run `report · {manifest.profile}`).")
+            f"{target}. Report: `{report / 'README.md'}` (also the artifacts of the run `report · {manifest.label}`).")
 
 
 def about_dense(model_key: str, dataset_key: str, seed: int) -> str:

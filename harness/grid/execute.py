@@ -13,12 +13,13 @@ MLflow.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from harness.config import Manifest, RunSpec
-from harness.data import load_split
+from harness.data.disk import load_split
 from harness.grid.cluster import check_cluster
 from harness.grid.jobs import DenseJob, Job, RunJob, plan_jobs
 from harness.grid.local import run_local
@@ -39,12 +40,13 @@ def execute(manifest: Manifest, specs: list[RunSpec], opts: Options, log=print) 
 
 def _execute(manifest: Manifest, specs: list[RunSpec], opts: Options, log, claims: Claims) -> Outcome:
     paper = manifest.paper.key
+    opts = dataclasses.replace(opts, plugins=tuple(manifest.plugins))
     if opts.executor == "ray" and opts.ray_address and not opts.ray_address.startswith("ray://"):
         check_cluster(opts.ray_address)  # before anything else: a wrong address or token is one line
     tracker = Tracker(opts.tracking_uri or opts.paths.tracking_uri,
                       None if opts.tracking_uri else opts.paths.artifact_root, lock=opts.paths.store_lock)
     tracker.experiment_id(paper)
-    dense_jobs, run_jobs = plan_jobs(manifest, specs, opts.paths.report_dir(paper, manifest.profile))
+    dense_jobs, run_jobs = plan_jobs(manifest, specs, opts.paths.report_dir(paper, manifest.label))
     out = Outcome(total=len(run_jobs))
     finished = tracker.finished_ids(paper)
     todo: list[RunJob] = []
@@ -83,11 +85,11 @@ def _execute(manifest: Manifest, specs: list[RunSpec], opts: Options, log, claim
             dense_todo.append(job)
     if not todo:
         if not out.held:  # (all held by another driver: the caller says so)
-            log(f"all {out.total} runs of {paper}/{manifest.profile} are finished; nothing to do")
+            log(f"all {out.total} runs of {paper}/{manifest.label} are finished; nothing to do")
         return out
     _preflight(todo, opts)
     held = f", {len(out.held)} held by another driver ({out.held[0][1]})" if out.held else ""
-    log(f"{paper}/{manifest.profile}: {len(todo)} of {out.total} runs to do "
+    log(f"{paper}/{manifest.label}: {len(todo)} of {out.total} runs to do "
         f"({out.skipped} finished{held}), {len(dense_todo)} dense pre-trainings")
 
     def dense_phase_over() -> None:
@@ -103,7 +105,7 @@ def _execute(manifest: Manifest, specs: list[RunSpec], opts: Options, log, claim
     else:
         from harness.grid.ray import run_ray  # Ray is imported only when the Ray executor is asked for
 
-        run_ray(dense_todo, todo, opts, tracker, paper, out, manifest.profile, dense_phase_over)
+        run_ray(dense_todo, todo, opts, tracker, paper, out, manifest.label, dense_phase_over)
     out.dense_trained = sum(j.done(opts.paths) for j in dense_todo)
     failed = {name for name, _ in out.failed}
     out.unfinished = [j.name for j in todo if not j.done(opts.paths) and j.name not in failed]

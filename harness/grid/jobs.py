@@ -12,11 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from harness import experiment
-from harness.config import DenseSpec, EvalConfig, Manifest, RunSpec, build, dense_from_dict, resources_for
-from harness.experiment import Context
+from harness import stage
+from harness.config import DenseSpec, EvalConfig, Manifest, RunSpec
+from harness.config.load import dense_from_dict, run_from_dict
+from harness.config.build import build
 from harness.grid import describe
+from harness.grid.expand import resources_for
 from harness.paths import Paths
+from harness.pruning.methods import dense_spec, procedure
+from harness.stage import Context
 
 
 @dataclass(frozen=True)
@@ -42,14 +46,14 @@ class Job:
         return None
 
     def folder(self, paths: Paths) -> Path:
-        return experiment.stage_dir(paths, self.spec)
+        return stage.folder(paths, self.spec).dir
 
     def done(self, paths: Paths) -> bool:
         """DONE or DIVERGED on disk: nothing more to run."""
-        return experiment.finished(paths, self.spec)
+        return stage.finished(paths, self.spec)
 
     def diverged(self, paths: Paths) -> dict | None:
-        return experiment.diverged_info(paths, self.spec)
+        return stage.diverged_info(paths, self.spec)
 
     def run(self, ctx: Context) -> None:  # trains (or resumes) and reports its rows through ctx
         raise NotImplementedError
@@ -76,11 +80,11 @@ class DenseJob(Job):
     kind: ClassVar[str] = "dense"
 
     def run(self, ctx: Context) -> None:
-        ctx.report(experiment.run_dense(self.spec, ctx, self.eval))
+        ctx.report(stage.run_dense(self.spec, ctx, self.eval))
 
     def artifacts(self, paths: Paths) -> list[Path]:
-        d = self.folder(paths)
-        return [d / "spec.json", d / "train.json"]
+        f = stage.folder(paths, self.spec)
+        return [f.spec, f.train]
 
     def outcome(self, paths: Paths) -> str:
         info = self.diverged(paths)
@@ -99,27 +103,29 @@ class RunJob(Job):
 
     @property
     def needs(self) -> str | None:
-        return self.spec.dense.id if self.spec.dense is not None else None
+        dense = dense_spec(self.spec)
+        return dense.id if dense is not None else None
 
     def ready(self, paths: Paths) -> bool:
         """Its dense model (if it starts from one) is finished."""
-        return self.spec.dense is None or experiment.finished(paths, self.spec.dense)
+        dense = dense_spec(self.spec)
+        return dense is None or stage.finished(paths, dense)
 
     def run(self, ctx: Context) -> None:
-        experiment.run(self.spec, ctx)
+        stage.run_spec(self.spec, ctx)
 
     def artifacts(self, paths: Paths) -> list[Path]:
-        return experiment.artifacts(paths, self.spec)
+        return stage.folder(paths, self.spec).artifacts()
 
     def outcome(self, paths: Paths) -> str:
         info = self.diverged(paths)
         if info:
             return describe.diverged(info)
-        rows = experiment.read_rows(paths, self.spec)
+        rows = stage.read_rows(paths, self.spec)
         return describe.reached(rows[-1] if rows else {})
 
     def evaluations(self) -> int:
-        return len(self.spec.proc.planned_rows(self.spec))
+        return len(procedure(self.spec).planned_rows(self.spec))
 
 
 def job_from_config(config: dict) -> Job:
@@ -129,26 +135,26 @@ def job_from_config(config: dict) -> Job:
     if config["kind"] == "dense":
         ev = build(EvalConfig, config["eval"], "<spec>", "eval") if config.get("eval") else None
         return DenseJob(dense_from_dict(config["spec"]), eval=ev, **blank)
-    return RunJob(RunSpec.from_dict(config["spec"]), **blank)
+    return RunJob(run_from_dict(config["spec"]), **blank)
 
 
 def plan_jobs(manifest: Manifest, specs: list[RunSpec], report: Path | None = None) -> tuple[list[DenseJob], list[RunJob]]:
     """The dense jobs (deduplicated by content) and the run jobs of ``specs``."""
-    report = report or Path("reports") / manifest.paper.key / manifest.profile
+    report = report or Path("reports") / manifest.paper.key / manifest.label
     dense: dict[str, DenseJob] = {}
     runs: list[RunJob] = []
     for s in specs:
         res = resources_for(manifest, s)
-        if s.dense is not None and s.dense.id not in dense:
-            group = (f"{manifest.profile}/dense", f"dense pre-trainings · {manifest.profile}",
+        d = dense_spec(s)
+        if d is not None and d.id not in dense:
+            group = (f"{manifest.label}/dense", f"dense pre-trainings · {manifest.label}",
                      "The dense models the pruning runs start from (content-addressed, shared).")
-            dense[s.dense.id] = DenseJob(
-                s.dense, describe.run_name(s.dense, s.model_key, s.dataset_key),
-                describe.display_name(s.dense, s.model_key, s.dataset_key),
-                describe.run_tags(s.dense, manifest, s.model_key, s.dataset_key), res.cpu, res.gpu, s.dataset_key,
+            dense[d.id] = DenseJob(
+                d, describe.run_name(d, s.model_key, s.dataset_key), describe.display_name(d, s.model_key, s.dataset_key),
+                describe.run_tags(d, manifest, s.model_key, s.dataset_key), res.cpu, res.gpu, s.dataset_key,
                 group, describe.about_dense(s.model_key, s.dataset_key, s.seed), eval=s.eval)
         e = manifest.experiment(s.experiment)
-        group = (f"{manifest.profile}/{s.experiment}", f"{s.experiment} · {manifest.profile}", e.title)
+        group = (f"{manifest.label}/{s.experiment}", f"{s.experiment} · {manifest.label}", e.title)
         runs.append(RunJob(s, describe.run_name(s), describe.display_name(s), describe.run_tags(s, manifest), res.cpu,
                            res.gpu, s.dataset_key, group, describe.about_run(manifest, s, report)))
     return list(dense.values()), runs

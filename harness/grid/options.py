@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.experiment import Context
+from harness.stage import Context
 from harness.paths import Paths
 
 
@@ -18,6 +18,7 @@ class Options:
     ray_address: str | None = None
     tracking_uri: str | None = None
     device: str | None = None
+    plugins: tuple[str, ...] = ()  # the manifest's plugins: every worker imports them before running a job
 
 
 @dataclass

@@ -20,6 +20,7 @@ import torch
 from ray import tune
 from tqdm.auto import tqdm
 
+from harness.config.plugins import load_plugins
 from harness.grid.cluster import connect_ray
 from harness.grid.jobs import DenseJob, Job, RunJob, job_from_config
 from harness.grid.local import close_tracked, open_tracked, threads
@@ -37,6 +38,7 @@ def trainable(config: dict) -> None:
     """One Tune trial: a dense pre-training or one grid cell."""
     config = config["job"]
     torch.set_num_threads(config["threads"])
+    load_plugins(config["plugins"], "the manifest's plugins")  # this worker's registries know them too
     opts = Options(paths=Paths(Path(config["root"])),
                    data_root=Path(config["data_root"]) if config["data_root"] else None,
                    download=config["download"], device=config["device"])
@@ -146,7 +148,7 @@ def run_ray(dense_todo: list[DenseJob], todo: list[RunJob], opts: Options, track
         configs = [{"id": j.id, "work": j.config(), "cpu": j.cpu, "gpu": j.gpu,
                     "threads": min(threads(j), max(1, int(n_cpu))), "root": str(opts.paths.root),
                     "data_root": str(opts.data_root) if opts.data_root else None,
-                    "download": opts.download, "device": opts.device} for j in jobs]
+                    "download": opts.download, "device": opts.device, "plugins": list(opts.plugins)} for j in jobs]
         tuner = tune.Tuner(
             tune.with_resources(trainable, resources),
             param_space={"job": tune.grid_search(configs)},

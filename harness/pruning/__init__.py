@@ -1,3 +1,3 @@
-"""Pruning: masks, scores (weight-only and data-dependent), allocations, schedules, procedures."""
-
-from harness.pruning import saliency  # noqa: F401  (registers the data-dependent scores)
+"""Pruning: the toolkit (masks, scores, allocations, schedules, mask updates and decisions, graph metrics) and the
+procedures (:mod:`harness.pruning.methods`). Torch-free to import: :mod:`.catalog`, :mod:`.schedules`, :mod:`.steps`
+and the procedures; the rest is the torch toolkit."""

@@ -23,7 +23,6 @@ from typing import Callable, Sequence
 
 import torch
 
-from harness.pruning.scores import SCORES, WEIGHTS_ONLY
 
 __all__ = [
     "Layer",
@@ -37,9 +36,8 @@ __all__ = [
     "erk_probabilities",
     "ALLOCATIONS",
     "keep_top",
-    "prune",
     "select",
-    "target_amount",
+    "target_rate",
 ]
 
 
@@ -81,11 +79,11 @@ def _counts(layers: Sequence[Layer]) -> list[int]:
     return [layer.unmasked for layer in layers]
 
 
-def global_(layers: Sequence[Layer], scores: Sequence[torch.Tensor], amount: float) -> list[int]:
+def global_(layers: Sequence[Layer], scores: Sequence[torch.Tensor], rate: float) -> list[int]:
     """Global selection (lamp.md section 2.3 for LAMP, section 3 ``glob`` for Global MP).
 
-    Removes exactly ``round(U * amount)`` entries (``torch.nn.utils.prune``'s count, the LAMP code's mechanism:
-    at ``U * amount = x.5`` Python's half-to-even decides, as there) and keeps the ``K = U - round(U * amount)``
+    Removes exactly ``round(U * rate)`` entries (``torch.nn.utils.prune``'s count, the LAMP code's mechanism:
+    at ``U * rate = x.5`` Python's half-to-even decides, as there) and keeps the ``K = U - round(U * rate)``
     with the highest score over all layers together. Masked entries are never selected; ties go to the lower index
     in the concatenation order (stable sort), so the result is deterministic.
     """
@@ -93,7 +91,7 @@ def global_(layers: Sequence[Layer], scores: Sequence[torch.Tensor], amount: flo
     if len(layers) != len(scores):
         raise ValueError(f"got {len(layers)} layers but {len(scores)} score tensors")
     unmasked = _counts(layers)
-    k = sum(unmasked) - round(sum(unmasked) * amount)
+    k = sum(unmasked) - round(sum(unmasked) * rate)
     if not layers:
         return []
     device = scores[0].device
@@ -108,16 +106,16 @@ def global_(layers: Sequence[Layer], scores: Sequence[torch.Tensor], amount: flo
     return [int(part.sum().item()) for part in selected.split([f.numel() for f in flat])]
 
 
-def uniform(layers: Sequence[Layer], scores: Sequence[torch.Tensor], amount: float) -> list[int]:
+def uniform(layers: Sequence[Layer], scores: Sequence[torch.Tensor], rate: float) -> list[int]:
     """Uniform (lamp.md section 3 ``unif``): every layer, first and last included, removes
-    ``round(amount * U_l)`` of its own unmasked entries."""
-    return [u - round(amount * u) for u in _counts(layers)]
+    ``round(rate * U_l)`` of its own unmasked entries."""
+    return [u - round(rate * u) for u in _counts(layers)]
 
 
-def uniform_plus(layers: Sequence[Layer], scores: Sequence[torch.Tensor], amount: float) -> list[int]:
+def uniform_plus(layers: Sequence[Layer], scores: Sequence[torch.Tensor], rate: float) -> list[int]:
     """Uniform+ (Gale et al. 2019 heuristic), exactly the pseudocode of lamp.md section 3.
 
-    ``T = round(U * amount)``; the first prunable layer is kept dense if it is 4-D (a conv); the
+    ``T = round(U * rate)``; the first prunable layer is kept dense if it is 4-D (a conv); the
     other layers remove the same fraction ``f`` of their unmasked entries, except that the last
     layer never drops below ``round(0.2 * N_last)`` (its *original* size); the middle layers then
     absorb the rest with fraction ``f_mid``. Each layer removes ``round(fraction * U_l)``.
@@ -128,7 +126,7 @@ def uniform_plus(layers: Sequence[Layer], scores: Sequence[torch.Tensor], amount
     n = len(unmasked)
     if n == 0:
         return []
-    total_remove = round(sum(unmasked) * amount)
+    total_remove = round(sum(unmasked) * rate)
     floor_last = round(0.2 * layers[-1].original_numel)
     first_dense = layers[0].weight.dim() == 4
     start = 1 if first_dense else 0  # index of the first layer that may be pruned
@@ -168,10 +166,10 @@ def uniform_plus(layers: Sequence[Layer], scores: Sequence[torch.Tensor], amount
     return [u - r for u, r in zip(unmasked, removals)]
 
 
-def erk(layers: Sequence[Layer], scores: Sequence[torch.Tensor], amount: float) -> list[int]:
+def erk(layers: Sequence[Layer], scores: Sequence[torch.Tensor], rate: float) -> list[int]:
     """Erdos-Renyi-Kernel (Evci et al. 2020), exactly the pseudocode of lamp.md section 3.
 
-    ``e_l`` = sum of the weight tensor's dims; ``T = (1 - amount) * U`` survivors (no rounding).
+    ``e_l`` = sum of the weight tensor's dims; ``T = (1 - rate) * U`` survivors (no rounding).
     Repeatedly: ``S_l = round(T' * e_l / sum_{j not in D} e_j)`` with ``T' = T - sum_{l in D} U_l``;
     the layer outside ``D`` with the largest ``S_l / U_l`` joins the dense set ``D`` while that
     ratio is > 1 (strictly; ties go to the first layer). Layers in ``D`` keep all ``U_l`` entries.
@@ -182,7 +180,7 @@ def erk(layers: Sequence[Layer], scores: Sequence[torch.Tensor], amount: float) 
     if n == 0:
         return []
     e = [float(sum(layer.weight.shape)) for layer in layers]
-    total_survive = (1.0 - amount) * sum(unmasked)
+    total_survive = (1.0 - rate) * sum(unmasked)
     dense: set[int] = set()
     surv = [0] * n
     while True:
@@ -237,13 +235,13 @@ def erk_probabilities(shapes: Sequence[Sequence[int]], density: float) -> list[f
             return [1.0 if i in dense else eps * raw[i] for i in range(len(n))]
 
 
-def global_filters(layers: Sequence[Layer], scores: Sequence[torch.Tensor], amount: float) -> list[int]:
+def global_filters(layers: Sequence[Layer], scores: Sequence[torch.Tensor], rate: float) -> list[int]:
     """Structured global selection (DPF's filter variant): output filters ranked by their score
     (one value per filter, e.g. :func:`~harness.pruning.scores.filter_l2`) over all layers; the
-    highest-ranked filters are kept, whole, until at least ``U - round(U * amount)`` eligible
+    highest-ranked filters are kept, whole, until at least ``U - round(U * rate)`` eligible
     entries survive (so at most one filter more than the exact budget). Ties go to the earlier
     filter in forward order."""
-    target = sum(_counts(layers)) - round(sum(_counts(layers)) * amount)
+    target = sum(_counts(layers)) - round(sum(_counts(layers)) * rate)
     values, sizes, owner = [], [], []
     for i, (layer, s) in enumerate(zip(layers, scores)):
         n_filters = layer.weight.shape[0]
@@ -287,33 +285,20 @@ def keep_top(score: torch.Tensor, mask: torch.Tensor, k: int) -> torch.Tensor:
     return out.reshape(mask.shape)
 
 
-def select(layers: Sequence[Layer], scores: Sequence[torch.Tensor], allocation: str, amount: float) -> list[torch.Tensor]:
-    """Score -> allocation -> mask: remove ``amount`` of the eligible entries (``layer.mask``),
+def select(layers: Sequence[Layer], scores: Sequence[torch.Tensor], allocation: str, rate: float) -> list[torch.Tensor]:
+    """Score -> allocation -> mask: remove ``rate`` of the eligible entries (``layer.mask``),
     the allocation deciding each layer's count and the score which entries of a layer survive."""
-    if not 0.0 <= amount < 1.0:
-        raise ValueError(f"amount must satisfy 0 <= amount < 1, got {amount}")
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"rate must satisfy 0 <= rate < 1, got {rate}")
     if allocation not in ALLOCATIONS:
         raise ValueError(f"unknown allocation {allocation!r}; choose from {sorted(ALLOCATIONS)}")
-    survivors = ALLOCATIONS[allocation](layers, scores, amount)
+    survivors = ALLOCATIONS[allocation](layers, scores, rate)
     if len(survivors) != len(layers):
         raise AllocationError(f"allocation {allocation!r} returned {len(survivors)} counts for {len(layers)} layers")
     return [keep_top(s, layer.mask, k) for layer, s, k in zip(layers, scores, survivors)]
 
 
-def prune(layers: Sequence[Layer], score: str, allocation: str, amount: float) -> list[torch.Tensor]:
-    """One pruning round with a weight-only score (lamp.md sections 2.3, 3): scores are computed on
-    the effective weights (masked entries 0) and the new masks are nested inside the old ones.
-    The LAMP-paper methods are ``(magnitude, global)``, ``(lamp, global)``, ``(magnitude, uniform)``,
-    ``(magnitude, uniform_plus)`` and ``(magnitude, erk)``."""
-    if score not in SCORES or SCORES[score].needs != WEIGHTS_ONLY:
-        raise ValueError(f"unknown weight-only score {score!r}; choose from "
-                         f"{sorted(n for n, s in SCORES.items() if s.needs == WEIGHTS_ONLY)}")
-    fn = SCORES[score].per_layer
-    scores = [fn(layer.weight.detach() * layer.mask.to(layer.weight.dtype)) for layer in layers]
-    return select(layers, scores, allocation, amount)
-
-
-def target_amount(layers: Sequence[Layer], target_density: float) -> float:
+def target_rate(layers: Sequence[Layer], target_density: float) -> float:
     """Fraction of the current unmasked entries to remove so that ``round(target_density * N)``
     survive, with ``N`` the total original size (for gradual schedules, dpf.md section 1.3).
     Clipped to [0, 1): a target at or above the current density returns 0."""
@@ -322,5 +307,5 @@ def target_amount(layers: Sequence[Layer], target_density: float) -> float:
     if unmasked == 0:
         return 0.0
     wanted = round(target_density * total)
-    amount = 1.0 - wanted / unmasked
-    return min(max(amount, 0.0), math.nextafter(1.0, 0.0))
+    rate = 1.0 - wanted / unmasked
+    return min(max(rate, 0.0), math.nextafter(1.0, 0.0))

@@ -11,7 +11,7 @@ route (``method="gram"``, :func:`top2_singular_values`) takes the float64 ``eigv
 smaller side (``B B^T`` or ``B^T B``, accumulated in float64). For the binary ``B`` the product runs in float32
 chunks, which is exact: every partial sum is an integer below ``2^24``. A (near) rank-1 matrix falls back to
 ``svdvals``, and a dense ``B`` has ``sigma = (sqrt(m n), 0)`` exactly. ``method="svd"`` calls
-``torch.linalg.svdvals`` in float64. Both give the same numbers (tests/test_graph.py); the Gram route is cheaper.
+``torch.linalg.svdvals`` in float64. Both give the same numbers (tests/pruning/test_graph.py); the Gram route is cheaper.
 
 The ICLR'23 scores (degrees, the no-score rule, sm / rm, IMDB) are checked in lockstep against a transcription of
 VITA-Group/ramanujan-on-pai ``lib/graphs/`` (whose eigsh runs in float32), and ``Δr``, ``λ`` and ``D`` against the
@@ -71,6 +71,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from harness.config.schema import REFERENCES, VARIANTS, GraphParams, Reference, Variant
+
 __all__ = [
     "VARIANTS",
     "REFERENCES",
@@ -91,77 +93,15 @@ __all__ = [
     "summary",
 ]
 
-Variant = Literal["pags_snip_fixed", "iclr23_rm", "iclr23_sm"]
-Reference = Literal["origin", "init"]
 Method = Literal["gram", "svd"]
-
-VARIANTS: tuple[str, ...] = ("pags_snip_fixed", "iclr23_rm", "iclr23_sm")
-REFERENCES: tuple[str, ...] = ("origin", "init")
 METHODS: tuple[str, ...] = ("gram", "svd")
 
-# The pags.md section 3.3 manifest names, accepted by GraphParams.from_mapping as aliases.
-_SHEET_ALIASES = {
-    "ramanujan_gap_variant": "variant",
-    "distance_reference": "reference",
-    "include_nested_regular_term": "nested",
-}
 _NESTED_MIN_NODES = 3  # ICLR'23 find_d_left_regular(mindegree=3): a minimum count of left nodes, not a degree
 _ICLR23_MIN_DEGREE = 3  # ICLR'23 ramanujan_score: d_L >= 3 and d_R >= 3
 _EXACT_INT_LIMIT = 2**24  # float32 integers are exact below this
 _CHUNK_ELEMS = 2**25  # elements of one Gram chunk (256 MiB in float64)
 _EPS64 = torch.finfo(torch.float64).eps
 _NEAR_RANK1 = 16.0
-
-
-@dataclass(frozen=True)
-class GraphParams:
-    """The switches of the mask-graph distance (pags.md section 3.3). They belong in the run identity.
-
-    ``variant``: the Ramanujan-gap formula (:data:`VARIANTS`). ``reference``: ``"origin"`` (PAGS_SNIP) or
-    ``"init"`` (distance from the dense/initial network's coordinate). ``min_edges`` / ``min_density``: a layer
-    counts only with strictly more kept edges and a strictly higher density. ``nested``: add the nested
-    regular (IMDB) term as a third coordinate.
-    """
-
-    variant: Variant = "pags_snip_fixed"
-    reference: Reference = "origin"
-    min_edges: int = 1000
-    min_density: float = 1e-3
-    nested: bool = False
-
-    def __post_init__(self) -> None:
-        if self.variant not in VARIANTS:
-            raise ValueError(f"unknown ramanujan gap variant '{self.variant}' (expected one of: {', '.join(VARIANTS)})")
-        if self.reference not in REFERENCES:
-            raise ValueError(f"unknown distance reference '{self.reference}' "
-                             f"(expected one of: {', '.join(REFERENCES)})")
-        if isinstance(self.min_edges, bool) or not isinstance(self.min_edges, int) or self.min_edges < 0:
-            raise ValueError(f"min_edges must be a non-negative int, got {self.min_edges!r}")
-        if isinstance(self.min_density, bool) or not isinstance(self.min_density, (int, float)) \
-                or not 0.0 <= float(self.min_density) < 1.0:
-            raise ValueError(f"min_density must be a number in [0, 1), got {self.min_density!r}")
-        if not isinstance(self.nested, bool):
-            raise ValueError(f"nested must be a bool, got {self.nested!r}")
-        object.__setattr__(self, "min_density", float(self.min_density))
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_mapping(cls, d: Mapping[str, Any]) -> GraphParams:
-        """Build from a manifest mapping. The pags.md names (``ramanujan_gap_variant``, ``distance_reference``,
-        ``include_nested_regular_term``) are accepted as aliases. Unknown keys are an error."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        known = ", ".join(sorted(fields | set(_SHEET_ALIASES)))
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            key = _SHEET_ALIASES.get(k, k)
-            if key not in fields:
-                raise ValueError(f"unknown graph parameter '{k}' (expected: {known})")
-            if key in out:
-                raise ValueError(f"graph parameter '{key}' given twice")
-            out[key] = v
-        return cls(**out)
 
 
 # --------------------------------------------------------------------------- layer -> graph

@@ -2,7 +2,7 @@
 
 Masks are bool tensors on the weights' device. Applying them is one fused ``_foreach_mul_``
 over every prunable weight (no ``torch.nn.utils.prune`` hooks in the training loop);
-:class:`MaskHook` does that after every optimizer step and is what benchmarks and tests use.
+:class:`harness.pruning.updates.MaskedHook` does that after every optimizer step.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ import torch
 from torch import nn
 
 from harness.pruning import scores as score_registry
-from harness.pruning.allocation import Layer, select, target_amount
-from harness.train import StepHooks
+from harness.pruning.allocation import Layer, select, target_rate
 
 _CONVENTIONS = ("conv_and_linear_weights", "conv_weights", "all_weights")
 
@@ -68,14 +67,15 @@ class MaskSet:
     # -- applying
     @torch.no_grad()
     def apply_(self) -> None:
-        """Zero every masked weight in place (one fused multiply over all tensors)."""
-        torch._foreach_mul_(self._weights, self._factors)
+        """Zero every masked weight in place (one fused multiply over all tensors; nothing for an empty set)."""
+        if self._weights:
+            torch._foreach_mul_(self._weights, self._factors)
 
     # -- straight-through (DPF): forward with m * w, step on the dense w
     @torch.no_grad()
     def stash_dense_(self) -> None:
         """Keep a copy of the dense weights, then write the masked copy m * w into them."""
-        if self._stash is None:
+        if self._stash is None or not self._weights:
             self._stash = [w.clone() for w in self._weights]
         else:
             torch._foreach_copy_(self._stash, self._weights)
@@ -84,7 +84,8 @@ class MaskSet:
     @torch.no_grad()
     def restore_dense_(self) -> None:
         """Put the dense weights back (gradients computed at m * w then update the dense w)."""
-        torch._foreach_copy_(self._weights, self._stash)
+        if self._weights:
+            torch._foreach_copy_(self._weights, self._stash)
 
     def __iter__(self) -> Iterator[tuple[str, torch.Tensor]]:
         return iter(self.masks.items())
@@ -102,7 +103,7 @@ class MaskSet:
     def score_inputs(self, model: nn.Module | None = None, **kw) -> score_registry.ScoreInputs:
         return score_registry.ScoreInputs(model=model, params=self.params, masks=self.masks, **kw)
 
-    def select_(self, scores: list[torch.Tensor], allocation: str, *, amount: float | None = None,
+    def select_(self, scores: list[torch.Tensor], allocation: str, *, rate: float | None = None,
                 density: float | None = None, eligible: str = "unmasked") -> dict[str, int]:
         """Re-select the masks from ``scores``; returns ``{"pruned", "regrown"}``: entries newly
         masked and entries unmasked again (0 for nested pruning).
@@ -111,14 +112,14 @@ class MaskSet:
         pruned entry back (DPF's dense weights, iterative SNIP's initial weights) still has its
         value. A caller whose method zeroes pruned weights calls :meth:`apply_` (``prune_`` does).
 
-        Give ``amount`` (fraction of the eligible entries to remove) or ``density`` (absolute
+        Give ``rate`` (fraction of the eligible entries to remove) or ``density`` (absolute
         fraction of the whole prunable set to keep, ``round(density * N)`` entries)."""
-        if (amount is None) == (density is None):
-            raise ValueError("give exactly one of amount and density")
+        if (rate is None) == (density is None):
+            raise ValueError("give exactly one of rate and density")
         layers = self.layers(eligible)
         if density is not None:
-            amount = target_amount(layers, density)
-        new = select(layers, scores, allocation, amount)
+            rate = target_rate(layers, density)
+        new = select(layers, scores, allocation, rate)
         old = self.masks
         stats = {"pruned": sum(int((o & ~m).sum()) for o, m in zip(old.values(), new)),
                  "regrown": sum(int((m & ~o).sum()) for o, m in zip(old.values(), new))}
@@ -126,11 +127,11 @@ class MaskSet:
         self._refresh()
         return stats
 
-    def prune_(self, score: str, allocation: str, amount: float, inputs: score_registry.ScoreInputs | None = None) -> dict[str, int]:
-        """One nested pruning step (remove ``amount`` of the unmasked entries) through the shared
+    def prune_(self, score: str, allocation: str, rate: float, inputs: score_registry.ScoreInputs | None = None) -> dict[str, int]:
+        """One nested pruning step (remove ``rate`` of the unmasked entries) through the shared
         score -> allocation -> mask pipeline; the pruned weights are zeroed."""
         scores = score_registry.compute(score, inputs or self.score_inputs())
-        stats = self.select_(scores, allocation, amount=amount)
+        stats = self.select_(scores, allocation, rate=rate)
         self.apply_()
         return stats
 
@@ -153,16 +154,6 @@ class MaskSet:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {n: m.cpu() for n, m in self.masks.items()}
-
-
-class MaskHook(StepHooks):
-    """Masked weights are re-zeroed after every optimizer step (one fused multiply)."""
-
-    def __init__(self, masks: MaskSet):
-        self.masks = masks
-
-    def after_optimizer_step(self, step: int) -> None:
-        self.masks.apply_()
 
 
 def overall_density(model: nn.Module) -> float:

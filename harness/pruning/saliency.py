@@ -1,6 +1,6 @@
 """Scores that need the model (and data): the pruning-at-initialisation family.
 
-Each is registered in :data:`harness.pruning.scores.SCORES` with what it needs; a procedure
+Each is registered in :data:`harness.pruning.scores.SCORES` (the catalog says what it needs); a procedure
 supplies a :class:`~harness.pruning.scores.ScoreInputs` with those parts. Every score is computed
 with the *masked* network in the forward pass (``m * w``), in the model's current mode, and the
 dense weights are given back afterwards; entries are scored against the dense ``w``, so a
@@ -30,11 +30,13 @@ including the order of their float sums where it is free:
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 import torch
 from torch.nn import functional as F
 
-from harness.pruning.scores import Score, ScoreInputs, register
+if TYPE_CHECKING:
+    from harness.pruning.scores import ScoreInputs
 
 
 @contextlib.contextmanager
@@ -131,12 +133,3 @@ def random(inputs: ScoreInputs) -> list[torch.Tensor]:
                 for p in inputs.params.values()]
     return [torch.rand(p.shape, generator=inputs.generator, device=p.device, dtype=torch.float64)
             for p in inputs.params.values()]
-
-
-register(Score("snip", frozenset({"batches", "gradients"}), compute=snip,
-               description="SNIP |g * w| (Lee et al. 2019)"))
-register(Score("grasp", frozenset({"batches", "gradients", "hessian"}), compute=grasp,
-               description="GraSP w * Hg (Wang et al. 2020)"))
-register(Score("synflow", frozenset({"model"}), compute=synflow,
-               description="SynFlow |w * dR/dw|, data-free (Tanaka et al. 2020)"))
-register(Score("random", frozenset({"rng"}), compute=random, description="i.i.d. random scores (uniform, or normal)"))

@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from harness.pruning import saliency
+from harness.pruning.catalog import SCORES as CATALOG
+from harness.pruning.catalog import WEIGHTS_ONLY
+
 __all__ = ["magnitude", "lamp", "filter_l2", "SCORES", "Score", "ScoreInputs", "WEIGHTS_ONLY", "register", "compute"]
 
-WEIGHTS_ONLY = frozenset({"weights"})
-NEEDS = frozenset({"weights", "model", "batches", "gradients", "hessian", "activations", "rng"})
 
 
 def magnitude(w: torch.Tensor) -> torch.Tensor:
@@ -79,22 +81,33 @@ class ScoreInputs:
 
 @dataclass(frozen=True)
 class Score:
-    """A registered score: ``per_layer`` for weight-only scores, ``compute`` for the others."""
+    """The implementation of a catalog score (:data:`harness.pruning.catalog.SCORES` says what it needs):
+    ``per_layer`` for weight-only scores, ``compute`` for the others."""
 
     name: str
-    needs: frozenset
     per_layer: Callable[[torch.Tensor], torch.Tensor] | None = None
     compute: Callable[[ScoreInputs], list[torch.Tensor]] | None = None
-    description: str = ""
+
+    @property
+    def needs(self) -> frozenset:
+        return CATALOG[self.name].needs
+
+    @property
+    def description(self) -> str:
+        return CATALOG[self.name].description
 
 
 SCORES: dict[str, Score] = {}
 
 
 def register(score: Score) -> Score:
-    unknown = score.needs - NEEDS
-    if unknown or (score.per_layer is None) == (score.compute is None):
-        raise ValueError(f"score {score.name!r}: needs {sorted(unknown)} unknown, or not exactly one of per_layer/compute")
+    """Register the implementation of a score the catalog names (weight-only scores ``per_layer``, the others
+    ``compute``)."""
+    if score.name not in CATALOG:
+        raise ValueError(f"score {score.name!r} is not in the catalog (harness.pruning.catalog.add_score first)")
+    if (score.per_layer is None) == (score.compute is None) or \
+            (score.per_layer is not None) != (CATALOG[score.name].needs == WEIGHTS_ONLY):
+        raise ValueError(f"score {score.name!r}: a weight-only score has per_layer, any other compute (exactly one)")
     SCORES[score.name] = score
     return score
 
@@ -121,6 +134,10 @@ def filter_l2(w: torch.Tensor) -> torch.Tensor:
     return norms.reshape(-1, *([1] * (w.dim() - 1))).expand(w.shape).clone()
 
 
-register(Score("magnitude", WEIGHTS_ONLY, per_layer=magnitude, description="|w|"))
-register(Score("filter_l2", WEIGHTS_ONLY, per_layer=filter_l2, description="L2 norm of the entry's output filter"))
-register(Score("lamp", WEIGHTS_ONLY, per_layer=lamp, description="LAMP: w_u^2 / sum_{v>=u} w_v^2 per layer"))
+register(Score("magnitude", per_layer=magnitude))
+register(Score("filter_l2", per_layer=filter_l2))
+register(Score("lamp", per_layer=lamp))
+register(Score("snip", compute=saliency.snip))
+register(Score("grasp", compute=saliency.grasp))
+register(Score("synflow", compute=saliency.synflow))
+register(Score("random", compute=saliency.random))

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from harness.pruning.methods import procedure
+
 DIVERGED_TAG = "prunebench.diverged"
 DIVERGED_STEP_TAG = "prunebench.diverged_step"
 
@@ -51,7 +53,7 @@ class Tracker(Protocol):
 
 def planned_rows(spec: Any) -> list[tuple[str, int]]:
     """The rows a finished run of ``spec`` logs (its procedure knows): the one place we ask."""
-    return list(spec.proc.planned_rows(spec))
+    return list(procedure(spec).planned_rows(spec))
 
 
 def finite(values: Iterable[Any]) -> list[float]:

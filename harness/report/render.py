@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.pruning.methods import dense_spec, procedure
 from harness.report.cells import Cell, published
 from harness.report.claims import ClaimResult, dormant_claims
 from harness.report.collect import RunResult
@@ -154,7 +155,7 @@ def how_to_read(manifest: Manifest, cells: list[Cell] = (), sections: Iterable[s
 
 def _duration_text(spec: Any) -> str:
     t = spec.training
-    if spec.proc.axis == "round" and spec.dense is not None:
+    if procedure(spec).axis == "round" and dense_spec(spec) is not None:
         per = "cycle" if spec.procedure == "cycles" else "round"
         return f"dense {t.pretrain}, then {t.retrain} per {per}"
     return f"{t.pretrain} of training"

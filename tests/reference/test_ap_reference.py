@@ -1,10 +1,10 @@
 """Lockstep: the project's AP cycles against AP's released code (tests/reference/ap_code.py, with the manifest's
 declared deviations switched on).
 
-The project side is the real procedure: :class:`harness.pruning.methods.ap.Cycles` run through
-:func:`harness.experiment.run` (cycle 0 = the shared dense training, then per cycle the re-init or rewind, the masked
-first training through :func:`harness.train.train`, :func:`~harness.pruning.methods.ap.prune_cycle` with
-:func:`~harness.pruning.methods.ap.ap_step`, the reset and the recorded retraining). Recorder hooks and wrappers see
+The project side is the real procedure: :class:`harness.pruning.methods.cycles.Cycles` run through
+:func:`harness.stage.run_spec` (cycle 0 = the shared dense training, then per cycle the re-init or rewind, the masked
+first training through :func:`harness.train.train`, :func:`~harness.pruning.ap.prune_cycle` with
+:func:`~harness.pruning.ap.ap_step`, the reset and the recorded retraining). Recorder hooks and wrappers see
 every optimizer step and every pruning step. The reference side is the transcription fed the same init (the
 project's init.pt, and for ``reinit`` each cycle's fresh draw, parameters only, as ``weight_init`` would give), the
 same batches in the same order (:func:`tests.reference.common.batch_stream` with each training's stage seed), and
@@ -31,16 +31,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import experiment
+from harness import stage
 from harness import train as train_module
-from harness.config import expand, load
+from harness.config.load import load
+from harness.grid.expand import expand
 from harness.config.schema import LRScheduleConfig
-from harness.data import DeviceData
-from harness.experiment import Context
-from harness.experiment import run as run_spec
-from harness.models import build_model
+from harness.data.device import DeviceData
+from harness.stage import Context
+from harness.stage import run_spec
+from harness.models.build import build_model
 from harness.paths import Paths
-from harness.pruning.methods import ap
+from harness.pruning import ap
+from harness.pruning.masks import MaskSet
+from harness.pruning.methods import dense_spec
 from harness.train import HookChain, StepHooks, stage_seed
 from tests.reference import ap_code
 from tests.reference.common import MEAN, STD, batch_stream
@@ -120,12 +123,11 @@ def project_run(spec, root: Path, mp: pytest.MonkeyPatch):
                        "weights": {n: p.detach().clone() for n, p in masks.params.items()}})
         return stats, gone
 
-    mp.setattr(ap, "train", recording_train)
-    mp.setattr(experiment, "train", recording_train)
+    mp.setattr(stage, "train", recording_train)
     mp.setattr(ap, "prune_cycle", recording_prune)
-    mp.setattr(experiment, "get_data", lambda ds, ctx: DATA)
+    mp.setattr(stage, "load_data", lambda ds, ctx: DATA)
     rows = run_spec(spec, Context(paths=Paths(root), device="cpu"))
-    return rows, events, Paths(root).dense_dir(ap.Cycles().dense_spec(spec).id)
+    return rows, events, Paths(root).dense_dir(dense_spec(spec).id)
 
 
 def reference_run(spec, dense_dir: Path, dev: ap_code.Deviations = ap_code.DECLARED) -> list[ap_code.Event]:
@@ -135,7 +137,7 @@ def reference_run(spec, dense_dir: Path, dev: ap_code.Deviations = ap_code.DECLA
     model.load_state_dict(original)
 
     def reinit(m, k):  # the code's weight_init draw, here the project's draw for cycle k: parameters only
-        theta0 = ap.Cycles().cycle_init(spec, k, original, torch.device("cpu"))
+        theta0 = stage.fresh_model(spec, "cpu", f"cycles/init{k}").state_dict()
         with torch.no_grad():
             for n, p in m.named_parameters():
                 p.data.copy_(theta0[n])
@@ -276,7 +278,7 @@ def test_the_rules_at_their_boundaries():
                            guarded) == 1
     # the project's ap_step on the same ties and guard
     w = nn.Parameter(torch.tensor([-1.0, -1.0, -1.0, 2.0]))
-    masks = ap.MaskSet({"w": w})
+    masks = MaskSet({"w": w})
     stats, gone = ap.ap_step(masks, {"w": torch.zeros(4)}, 2)
     assert gone["w"].tolist() == [True, True, False, False] and stats["ap_removed"] == 2
     # the code's LR rule at its own boundaries: 20,000 additions, then the hold; overrides by 0-based epoch

@@ -4,9 +4,9 @@
 Both sides start from the same initialisation, get the same batches in the same order
 (:func:`~tests.reference.common.batch_stream`), the same SGD (lr 0.2, Nesterov momentum 0.9, weight decay
 1e-4) and LR milestones (epochs 13 and 20, gamma 0.1). The project runs its own code:
-:class:`~harness.pruning.methods.gradual.CubicMaskHook` inside :func:`harness.train.train` (DPF, Incremental)
+:class:`~harness.pruning.methods.gradual.ReselectHook` inside :func:`harness.train.train` (DPF, Incremental)
 and the real :class:`~harness.pruning.methods.iterative.OneShot` procedure through
-:func:`harness.experiment.run` (One-shot P+FT). After EVERY step the test compares the masks, the masked
+:func:`harness.stage.run_spec` (One-shot P+FT). After EVERY step the test compares the masks, the masked
 weights the forward pass saw, every parameter and buffer (DPF: the dense weights; Incremental and One-shot:
 ``m * w`` for the masked convs, since the project zeroes pruned weights while the transcription, as the
 reference semantics, only masks them), the regrowth count and the density; at every epoch end the
@@ -35,14 +35,16 @@ import pytest
 import torch
 
 from harness.config import LRScheduleConfig, OptimizerConfig
-from harness.data import DeviceData
+from harness.data.device import DeviceData
 from harness.pruning.masks import MaskSet
-from harness.pruning.methods.gradual import CubicMaskHook
+from harness.pruning.schedules import Cubic
+from harness.pruning.steps import Reselect
+from harness.pruning.updates import ReselectHook
 from harness.train import HookChain, StepHooks, evaluate, make_optimizer, make_scheduler, train
 from harness.units import duration_steps, steps_per_epoch
 
 from . import inchon_dpf as ref_dpf
-from .common import MEAN, STD, batch_stream, clone_model, tiny_resnet20
+from .common import MEAN, STD, TrainCall, batch_stream, clone_model, record_trainings, tiny_resnet20
 
 N_TRAIN, BATCH, SEED = 92, 8, 7
 SPE = steps_per_epoch(N_TRAIN, BATCH, False)  # 12
@@ -111,7 +113,7 @@ class _Before(StepHooks):
 class _Record(StepHooks):
     """Runs after the cubic hook: what the step used and produced; an evaluation at every epoch end."""
 
-    def __init__(self, model, hook: CubicMaskHook, before: _Before, trace: Trace, data):
+    def __init__(self, model, hook: ReselectHook, before: _Before, trace: Trace, data):
         self.model, self.hook, self.before, self.trace, self.data = model, hook, before, trace, data
 
     def before_forward(self, step):
@@ -145,13 +147,13 @@ def one_thread():
 
 @one_thread()
 def project_run(feedback: bool, steps: int = STEPS) -> tuple[Trace, torch.nn.Module]:
-    """The project's CubicMaskHook through harness.train.train; returns the trace and a copy of the init."""
+    """The project's ReselectHook through harness.train.train; returns the trace and a copy of the init."""
     data = _data()
     model = tiny_resnet20(seed=SEED)
     init = clone_model(model)
     masks = MaskSet.for_model(model, "conv_weights")  # dpf.yaml: prunable conv_weights
-    hook = CubicMaskHook(masks, "magnitude", "global", TARGET, start=0, end=duration_steps(f"{MILESTONES[1]}ep", SPE),
-                         every=EVERY, feedback=feedback)
+    hook = ReselectHook(masks, Reselect(Cubic(TARGET, start=0, end=duration_steps(f"{MILESTONES[1]}ep", SPE), every=EVERY),
+                                        "magnitude", "global", feedback=feedback))
     opt = make_optimizer(OptimizerConfig("sgd", lr=LR, weight_decay=WD, momentum=MOMENTUM, nesterov=True),
                          model.parameters())
     sched = make_scheduler(opt, LRScheduleConfig("multistep", milestones=tuple(f"{m}ep" for m in MILESTONES),
@@ -369,9 +371,9 @@ def test_gating_and_target_equal_inchon_at_every_iteration(every, spe, milestone
     (bit for bit; the exact-k count ``round((1 - s_t) N)`` is taken of it on both sides)."""
     end = milestone * spe
     conv = torch.nn.Conv2d(1, 1, 1, bias=False)
-    hook = CubicMaskHook(MaskSet({"w": conv.weight}), "magnitude", "global", TARGET, start=0, end=end, every=every)
+    hook = ReselectHook(MaskSet({"w": conv.weight}), Reselect(Cubic(TARGET, start=0, end=end, every=every), "magnitude", "global"))
     calls = []
-    hook._update = lambda t: calls.append((t, hook.target_density(t)))
+    hook._update = lambda t: calls.append((t, hook.schedule.density(t)))
     ref = ref_dpf.InchonDPF(torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1, bias=False)), rate=TARGET, freq=every,
                             milestones=(1, milestone), iters_per_epoch=spe, lr=LR, momentum=MOMENTUM,
                             weight_decay=WD, nesterov=True)
@@ -393,8 +395,8 @@ def test_dpf_tie_at_inchon_threshold_is_the_exact_k_deviation():
     with torch.no_grad():
         conv.weight.copy_(torch.tensor([0.1, -0.2, 0.2, 0.2, 0.5, -0.7]).reshape(6, 1, 1, 1))
     masks = MaskSet({"w": conv.weight})
-    hook = CubicMaskHook(masks, "magnitude", "global", 0.5, start=0, end=1, every=1, feedback=True,
-                         freeze_after_end=False)
+    hook = ReselectHook(masks, Reselect(Cubic(0.5, start=0, end=1, every=1, freeze_after_end=False), "magnitude", "global",
+                                        feedback=True))
     hook.before_forward(1)  # past end, not frozen: re-selected at s_f = 0.5
     hook.before_optimizer_step(1)
     ours = masks.masks["w"].reshape(-1).tolist()
@@ -492,57 +494,14 @@ def test_incremental_planted_regrowth_fails(incremental_trace):
 # ------------------------------------------------------------------------------------------- One-shot P+FT
 
 
-@dataclass
-class Stage:
-    """One call of harness.train.train inside a procedure: its seed, LR, masks (if any) and the state after
-    every step."""
-
-    seed: int
-    steps: int
-    lr: float
-    momentum: float
-    init: dict[str, torch.Tensor]
-    masks: list[torch.Tensor] | None
-    states: list[dict[str, torch.Tensor]] = field(default_factory=list)
-
-
-def record_procedure(monkeypatch, data: DeviceData, modules) -> list[Stage]:
-    """Make the procedure train on ``data`` and record every train() call it makes (in ``modules``, the
-    modules that imported harness.train.train by name)."""
-    import harness.experiment as experiment
-
-    stages: list[Stage] = []
-
-    class Rec(StepHooks):
-        def __init__(self, model, stage):
-            self.model, self.stage = model, stage
-
-        def after_optimizer_step(self, step):
-            self.stage.states.append(_state(self.model))
-
-    def recording_train(model, data_, *, steps, optimizer, seed, hooks=None, **kw):
-        masks = getattr(hooks, "masks", None)
-        group = optimizer.param_groups[0]
-        stage = Stage(seed, steps, group["lr"], group["momentum"], _state(model),
-                      [m.clone() for _, m in masks] if masks is not None else None)
-        stages.append(stage)
-        return train(model, data_, steps=steps, optimizer=optimizer, seed=seed,
-                     hooks=HookChain(hooks, Rec(model, stage)), **kw)
-
-    monkeypatch.setattr(experiment, "get_data", lambda ds, ctx: data)
-    for m in modules:
-        monkeypatch.setattr(m, "train", recording_train)
-    return stages
-
-
 @pytest.fixture(scope="module")
 def one_shot_run(tmp_path_factory):
-    """The real OneShot procedure (harness.experiment.run on the dpf.yaml ci cell, shrunk: batch 8, 5 dense
+    """The real OneShot procedure (harness.stage.run_spec on the dpf.yaml ci cell, shrunk: batch 8, 5 dense
     epochs with milestones 3/4, 3 fine-tuning epochs at the manifest's constant lr 0.002), recorded."""
-    import harness.experiment as experiment
-    import harness.pruning.methods.iterative as iterative
-    from harness.config import expand, load
-    from harness.experiment import Context
+    from harness.stage import run_spec
+    from harness.config.load import load
+    from harness.grid.expand import expand
+    from harness.stage import Context
     from harness.paths import Paths
 
     from ..conftest import ROOT
@@ -557,8 +516,8 @@ def one_shot_run(tmp_path_factory):
         eval=dataclasses.replace(spec.eval, batch_size=32, train_examples=32, test_examples=32, every=None))
     data = _data()
     with pytest.MonkeyPatch.context() as mp, one_thread():
-        stages = record_procedure(mp, data, [experiment, iterative])
-        rows = experiment.run(spec, Context(paths=Paths(tmp_path_factory.mktemp("one_shot")), device="cpu"))
+        stages = record_trainings(mp, data)
+        rows = run_spec(spec, Context(paths=Paths(tmp_path_factory.mktemp("one_shot")), device="cpu"))
     return spec, rows, stages, data
 
 
@@ -573,7 +532,7 @@ class OneShotTally:
 
 
 @one_thread()
-def one_shot_lockstep(stages: list[Stage], data: DeviceData, cls=ref_dpf.OneShot, **switches) -> OneShotTally:
+def one_shot_lockstep(stages: list[TrainCall], data: DeviceData, cls=ref_dpf.OneShot, **switches) -> OneShotTally:
     dense, finetune = stages
     out = OneShotTally()
     model = tiny_resnet20(seed=0)

@@ -27,8 +27,9 @@ import torch
 from torch.nn import functional as F
 
 from harness.pruning.masks import MaskSet, prunable_parameters
-from harness.pruning.methods.dynamic import (CosineRate, DynamicParams, ReallocationHook, erk_densities,
-                                             initial_masks)
+from harness.pruning.methods.dynamic import TIMING, DynamicParams
+from harness.pruning.reallocation import CosineRate, ReallocationHook, erk_densities, initial_masks
+from harness.pruning.schedules import Periodic
 from harness.train import HookChain, StepHooks, train
 
 from . import dsr_code, itop_code, sparse_learning
@@ -117,8 +118,9 @@ def project_run(p: DynamicParams, model, init: dict, *, convention="conv_weights
                 steps: int = STEPS) -> tuple[Trace, ReallocationHook]:
     masks = MaskSet.for_model(model, convention)
     masks.set_masks_(init)
-    hook = ReallocationHook(masks, p, every=every, total=steps, stop=stop, density=density,
-                            generator=torch.Generator().manual_seed(gen_seed), schedule=schedule)
+    periodic = Periodic(every=every, total=steps, target_density=density, stop=stop, timing=TIMING[p.regrow],
+                        schedule=tuple(schedule or ()))
+    hook = ReallocationHook(masks, p, schedule=periodic, generator=torch.Generator().manual_seed(gen_seed))
     opt = _sgd(model.parameters())
     hook.attach(model, opt)
     hook.start()

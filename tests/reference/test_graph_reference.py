@@ -1,4 +1,4 @@
-"""Lockstep: the project's mask-graph metrics and PAGS sampler (harness/pruning/graph.py, methods/at_init.py) against
+"""Lockstep: the project's mask-graph metrics and PAGS sampler (harness/pruning/graph.py, pai.py) against
 the transcriptions of the PAGS predecessor's graph scores (tests/reference/iclr23_graph.py: VITA-Group/ramanujan-on-pai
 ``lib/graphs/``) and of the third-party PAGS_SNIP pruner (tests/reference/pags_snip.py: Memoristor/WideTopo
 ``pruners/pags.py``, ``pruners/pruner.py``).
@@ -27,15 +27,15 @@ import types
 import pytest
 import torch
 
-from harness.models import build_model
+from harness.models.build import build_model
 from harness.pruning import graph
 from harness.pruning.masks import MaskSet
-from harness.pruning.methods import at_init
-from harness.pruning.methods.at_init import AtInit, AtInitParams
+from harness.pruning import pai
+from harness.pruning.methods.at_init import AtInitParams
 
 from . import iclr23_graph as ig
 from . import pags_snip as ps
-from .common import tiny_data
+from .common import choose_at_init, tiny_data
 
 BATCH = 16
 
@@ -72,7 +72,7 @@ def _masks(kind: str):
         score, d, extra = {"snip05": ("snip", 0.05, {"batches": 1}), "snip30": ("snip", 0.3, {"batches": 1}),
                            "rand30": ("random", 0.3, {}), "erk20": ("random", 0.2, {"draw": "bernoulli"})}[
                                kind.removesuffix("_w8")]
-        AtInit().choose_mask(_spec(score, d, **extra), model, masks, tiny_data(32, 8), torch.Generator().manual_seed(1))
+        choose_at_init(_spec(score, d, **extra), model, masks, tiny_data(32, 8), torch.Generator().manual_seed(1))
         _MASKS[kind] = ({n: theta0[n] for n in masks.params}, {n: m.clone() for n, m in masks.masks.items()})
     return _MASKS[kind]
 
@@ -234,7 +234,7 @@ _PROJECT: dict = {}
 def _project_pags(seed=3, config="w16"):
     """The project's PAGS over SNIP (cached: the same run serves every comparison): its info, every candidate's
     mask (a spy on select_), the final masks."""
-    patched = at_init._improves is not _IMPROVES or graph.distance is not _DISTANCE
+    patched = pai._improves is not _IMPROVES or graph.distance is not _DISTANCE
     if (seed, config) not in _PROJECT or patched:
         width, density, candidates = CONFIGS[config]
         model = _resnet34(width)
@@ -249,14 +249,14 @@ def _project_pags(seed=3, config="w16"):
 
         masks.select_ = select_
         spec = _spec("snip", density, candidates=candidates, batches=1)
-        info = AtInit().choose_mask(spec, model, masks, tiny_data(64, 8), torch.Generator().manual_seed(seed))
+        info = choose_at_init(spec, model, masks, tiny_data(64, 8), torch.Generator().manual_seed(seed))
         if patched:
             return info, seen, masks  # a monkeypatched run is not cached
         _PROJECT[seed, config] = (info, seen, masks)
     return _PROJECT[seed, config]
 
 
-_IMPROVES, _DISTANCE = at_init._improves, graph.distance
+_IMPROVES, _DISTANCE = pai._improves, graph.distance
 
 
 def _sampler(seed=3, config="w16", **switches):
@@ -338,7 +338,7 @@ def test_pags_tie_break_keeps_the_first_of_equal_distances(monkeypatch):
     assert _sampler_problems(info, seen, masks, cands, best) == []
     assert all(torch.equal(best[n].bool(), seen[1][n]) for n in best)
 
-    monkeypatch.setattr(at_init, "_improves", lambda d, b: b is None or d >= b)  # planted: the last of equals
+    monkeypatch.setattr(pai, "_improves", lambda d, b: b is None or d >= b)  # planted: the last of equals
     info, seen, masks, cands, best = _sampler()
     assert info["pags_chosen"] == 2
     assert _sampler_problems(info, seen, masks, cands, best) != []

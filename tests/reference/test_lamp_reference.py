@@ -2,7 +2,7 @@
 erk, lamp) against the transcription of LAMP's released code (tests/reference/lamp_code.py), which masks
 through ``torch.nn.utils.prune`` exactly as the released code does.
 
-The project runs for real: :func:`harness.experiment.run` on the lamp.yaml ci cell of each method, shrunk to
+The project runs for real: :func:`harness.stage.run_spec` on the lamp.yaml ci cell of each method, shrunk to
 ResNet-20 (option B) at width 1/4 (17,132 prunable Conv2d + Linear weights; the last layer is the 160-weight
 Linear), 16x16 random images, batch 8 (drop_last, as the manifest), 30 dense pre-training steps and 10 rounds
 of 20 % -> 3 retraining steps, AdamW (lr 3e-4, betas 0.9/0.999, eps 1e-8, weight decay 0.01, all written
@@ -28,12 +28,13 @@ from dataclasses import dataclass, field
 import pytest
 import torch
 
-from harness.config import ModelConfig, expand, load
-from harness.data import DeviceData
-from harness.train import HookChain, StepHooks, train
+from harness.config import ModelConfig
+from harness.config.load import load
+from harness.grid.expand import expand
+from harness.data.device import DeviceData
 
 from . import lamp_code as ref_lamp
-from .common import MEAN, STD, batch_stream, tiny_resnet20
+from .common import MEAN, STD, batch_stream, record_trainings, tiny_resnet20
 
 N_TRAIN, BATCH, PRETRAIN, RETRAIN, ROUNDS, AMOUNT = 64, 8, 30, 3, 10, 0.2
 METHODS = ["global", "uniform", "uniform_plus", "erk", "lamp"]
@@ -58,60 +59,15 @@ def _data() -> DeviceData:
     return DeviceData(x[:N_TRAIN], y[:N_TRAIN], x[N_TRAIN:], y[N_TRAIN:], MEAN, STD, 4, "zeros", True)
 
 
-def _state(model) -> dict[str, torch.Tensor]:
-    out = {n: p.detach().clone() for n, p in model.named_parameters()}
-    out.update({n: b.detach().clone() for n, b in model.named_buffers()})
-    return out
-
-
 # ------------------------------------------------------------------------------------------- the project
-
-
-@dataclass
-class Stage:
-    seed: int
-    steps: int
-    opt: dict
-    init: dict[str, torch.Tensor]
-    masks: list[torch.Tensor] | None
-    states: list[dict[str, torch.Tensor]] = field(default_factory=list)
-
-
-def record_procedure(mp, data: DeviceData, modules) -> list[Stage]:
-    """The procedure trains on ``data``; every train() call it makes is recorded."""
-    import harness.experiment as experiment
-
-    stages: list[Stage] = []
-
-    class Rec(StepHooks):
-        def __init__(self, model, stage):
-            self.model, self.stage = model, stage
-
-        def after_optimizer_step(self, step):
-            self.stage.states.append(_state(self.model))
-
-    def recording_train(model, data_, *, steps, optimizer, seed, hooks=None, **kw):
-        masks = getattr(hooks, "masks", None)
-        g = optimizer.param_groups[0]
-        stage = Stage(seed, steps, {k: g[k] for k in ("lr", "betas", "eps", "weight_decay")} | {"type": type(optimizer)},
-                      _state(model), [m.clone() for _, m in masks] if masks is not None else None)
-        stages.append(stage)
-        return train(model, data_, steps=steps, optimizer=optimizer, seed=seed,
-                     hooks=HookChain(hooks, Rec(model, stage)), **kw)
-
-    mp.setattr(experiment, "get_data", lambda ds, ctx: data)
-    for m in modules:
-        mp.setattr(m, "train", recording_train)
-    return stages
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """method -> (spec, rows, stages); the dense stage is recorded once (the first method trains it, the
     others load the cached model, as every method of a seed does)."""
-    import harness.experiment as experiment
-    import harness.pruning.methods.iterative as iterative
-    from harness.experiment import Context
+    from harness.stage import run_spec
+    from harness.stage import Context
     from harness.paths import Paths
 
     from ..conftest import ROOT
@@ -129,8 +85,8 @@ def runs(tmp_path_factory):
                 training=dataclasses.replace(t, batch_size=BATCH, pretrain=f"{PRETRAIN}it", retrain=f"{RETRAIN}it"),
                 params=dataclasses.replace(spec.params, rounds=ROUNDS),
                 eval=dataclasses.replace(spec.eval, batch_size=16, train_examples=16, test_examples=16))
-            stages = record_procedure(mp, data, [experiment, iterative])
-            rows = experiment.run(spec, Context(paths=paths, device="cpu"))
+            stages = record_trainings(mp, data)
+            rows = run_spec(spec, Context(paths=paths, device="cpu"))
             out[method] = (spec, rows, stages)
     return out, data
 
@@ -332,7 +288,7 @@ def test_twenty_rounds_of_pruning_equal_on_the_ci_vgg(method):
     """Pruning only, the lamp.yaml ci model's architecture (VGG-16, 14 prunable tensors) at width 1/16 (58 k
     weights), all 20 rounds of 20 % (1.15 % remaining, Uniform+'s floor and ERK's dense layers active): masks
     equal after every round."""
-    from harness.models import build_model
+    from harness.models.build import build_model
 
     torch.manual_seed(0)
     model = build_model("vgg16_bn_fc1_lamp", 10, 0.0625)

@@ -32,9 +32,10 @@ import torch
 from torch import nn
 
 from harness import train as train_module
-from harness.config import expand, load
+from harness.config.load import load
+from harness.grid.expand import expand
 from harness.config.schema import LRScheduleConfig
-from harness.data import DeviceData
+from harness.data.device import DeviceData
 from harness.train import StepHooks, make_optimizer, make_scheduler
 from harness.units import duration_steps, steps_per_epoch
 from tests.reference import ap_code

@@ -1,4 +1,4 @@
-"""Lockstep: the project's pruning at initialisation (harness/pruning/methods/at_init.py, saliency.py) against the
+"""Lockstep: the project's pruning at initialisation (harness/pruning/pai.py, saliency.py) against the
 transcription of the PAGS predecessor's code (tests/reference/iclr23_pai.py: VITA-Group/ramanujan-on-pai
 ``lib/prune/pruning_utils.py`` and ``main.py:prune_loop``).
 
@@ -25,14 +25,14 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from harness.models import build_model
+from harness.models.build import build_model
 from harness.pruning import allocation, masks as masks_mod
 from harness.pruning.masks import MaskSet
-from harness.pruning.methods import at_init
-from harness.pruning.methods.at_init import AtInit, AtInitParams
+from harness.pruning import pai
+from harness.pruning.methods.at_init import AtInitParams
 
 from . import iclr23_pai as ref
-from .common import clone_model, tiny_data, tiny_resnet20
+from .common import choose_at_init, clone_model, tiny_data, tiny_resnet20
 
 BATCH = 16
 SEED = 11
@@ -69,17 +69,20 @@ def _project(model, spec, data, seed=SEED):
     """Run the project's choice of mask; record every round (scores, masks, stats, dense weights)."""
     masks = MaskSet.for_model(model, "conv_and_linear_weights")
     rounds = []
-    proc = AtInit()
+    real = pai._select
 
     def select(masks_, spec_, s, density):  # a spy on every round's selection
-        stats = AtInit._select(masks_, spec_, s, density)
+        stats = real(masks_, spec_, s, density)
         rounds.append({"scores": [t.detach().clone() for t in s], "stats": stats,
                        "masks": [m.clone() for m in masks.masks.values()],
                        "dense": [p.detach().clone() for p in masks.params.values()]})
         return stats
 
-    proc._select = select
-    proc.choose_mask(spec, model, masks, data, torch.Generator().manual_seed(seed))
+    pai._select = select
+    try:
+        choose_at_init(spec, model, masks, data, torch.Generator().manual_seed(seed))
+    finally:
+        pai._select = real
     final = {"masks": [m.clone() for m in masks.masks.values()],
              "weights": [p.detach().clone() for p in masks.params.values()]}
     return rounds, final
@@ -233,15 +236,15 @@ def test_itersnip_planted_stale_masks_in_score_inputs_fails(monkeypatch):
 @pytest.mark.parametrize("k_rule", ["round", "iclr23"])
 def test_itersnip_planted_k_off_by_one_fails(monkeypatch, k_rule):
     if k_rule == "round":
-        real = masks_mod.target_amount
+        real = masks_mod.target_rate
 
         def one_fewer(layers, d):
             total = sum(l.original_numel for l in layers)
             return real(layers, (round(d * total) - 1) / total)
 
-        monkeypatch.setattr(masks_mod, "target_amount", one_fewer)
+        monkeypatch.setattr(masks_mod, "target_rate", one_fewer)
     else:  # the code's threshold rule with k = int(...) - 1 (the project's module only)
-        monkeypatch.setattr(at_init, "int", lambda x: builtins.int(x) - (1 if isinstance(x, float) else 0),
+        monkeypatch.setattr(pai, "int", lambda x: builtins.int(x) - (1 if isinstance(x, float) else 0),
                             raising=False)
     p, pf, r, rf = _lockstep("vgg16", "snip", 0.05, rounds=2, n_batches=1, k_rule=k_rule)
     problems = _compare(p, pf, r, rf, "snip")
@@ -301,7 +304,7 @@ def test_grasp_lockstep_full_pass(temperature_on):
 
 def test_grasp_planted_second_pass_on_other_batches_fails(monkeypatch):
     """The reviewer's finding: with ``batches: n`` the Hessian pass drew other batches than the gradient pass."""
-    monkeypatch.setattr(at_init, "_round_batches", lambda draw, gen, replay: (lambda: draw(gen)))
+    monkeypatch.setattr(pai, "_round_batches", lambda draw, gen, replay: (lambda: draw(gen)))
     p, pf, r, rf = _lockstep("vgg16", "grasp", 0.1, n_batches=2, fixed=True)
     assert any("scores differ" in x for x in _compare(p, pf, r, rf, "grasp"))
 
@@ -346,8 +349,8 @@ def test_rand_lockstep_same_generator_draws(name):
 
 
 def test_rand_planted_uniform_scores_fails(monkeypatch):
-    real = at_init._score_options
-    monkeypatch.setattr(at_init, "_score_options", lambda p: {**real(p), "random_scores": "uniform"})
+    real = pai._score_options
+    monkeypatch.setattr(pai, "_score_options", lambda p: {**real(p), "random_scores": "uniform"})
     p, pf, r, rf = _lockstep("resnet20", "rand", 0.1)
     assert any("mask entries differ" in x for x in _compare(p, pf, r, rf, "rand"))
 
@@ -357,7 +360,7 @@ def _erk_project(name, density, data=None, seed=SEED):
     twin = clone_model(model)
     masks = MaskSet.for_model(model, "conv_and_linear_weights")
     spec = _spec("random", density, "erk", draw="bernoulli")
-    AtInit().choose_mask(spec, model, masks, data, torch.Generator().manual_seed(seed))
+    choose_at_init(spec, model, masks, data, torch.Generator().manual_seed(seed))
     _, rf = _reference(twin, "erk", data, density, 1, None, seed=seed)
     return masks, rf
 
@@ -395,22 +398,22 @@ def test_erk_planted_rounded_counts_and_score_draws_fail(monkeypatch):
     def from_counts(shapes, d):
         layers = [allocation.Layer(str(i), torch.zeros(s), torch.ones(s, dtype=torch.bool), math.prod(s))
                   for i, s in enumerate(shapes)]
-        counts = allocation.erk(layers, [None] * len(layers), allocation.target_amount(layers, d))
+        counts = allocation.erk(layers, [None] * len(layers), allocation.target_rate(layers, d))
         return [k / l.original_numel for k, l in zip(counts, layers)]
 
-    monkeypatch.setattr(at_init, "erk_probabilities", from_counts)
+    monkeypatch.setattr(pai, "erk_probabilities", from_counts)
     masks = MaskSet.for_model(_model("resnet34"), "conv_and_linear_weights")
     shapes = [tuple(p.shape) for p in masks.params.values()]
     assert from_counts(shapes, 0.1) != allocation.erk_probabilities(shapes, 0.1)
 
     monkeypatch.undo()
-    real = AtInit._bernoulli
+    real = pai._bernoulli
 
     def draws_scores_first(masks, score, allocation_, density, gen):
         torch.rand(7, generator=gen)  # any draw before the Bernoulli draws shifts the stream
         return real(masks, score, allocation_, density, gen)
 
-    monkeypatch.setattr(AtInit, "_bernoulli", staticmethod(draws_scores_first))
+    monkeypatch.setattr(pai, "_bernoulli", draws_scores_first)
     masks, rf = _erk_project("resnet34", 0.1)
     assert not all(torch.equal(a, b) for a, b in zip(masks.masks.values(), rf["masks"]))
 
@@ -456,13 +459,13 @@ def test_k_rules_at_their_boundaries(density, kept_code, kept_round):
     a, b = [9.0, 8.0, 5.0, 0.0, 6.0], [7.0, 5.0, 5.0, 1.0, 0.0]
     spec = types.SimpleNamespace(score="random", allocation="global", params=AtInitParams(k_rule="iclr23"))
     masks, pruner, s = _two_layers(a, b)
-    AtInit._select(masks, spec, s, 1 - (1 - density))
+    pai._select(masks, spec, s, 1 - (1 - density))
     pruner.mask(1 - density)
     assert [m.bool().tolist() for m, _ in pruner.masked_parameters] == [m.tolist() for m in masks.masks.values()]
     assert sum(int(m.sum()) for m in masks.masks.values()) == kept_code
     spec.params = AtInitParams(k_rule="round")
     masks, pruner, s = _two_layers(a, b)
-    AtInit._select(masks, spec, s, density)
+    pai._select(masks, spec, s, density)
     pruner.mask(1 - density, keep="round_topk")
     assert [m.bool().tolist() for m, _ in pruner.masked_parameters] == [m.tolist() for m in masks.masks.values()]
     assert sum(int(m.sum()) for m in masks.masks.values()) == kept_round
@@ -475,10 +478,10 @@ def test_code_k_rule_below_one_leaves_the_masks():
     previous = (torch.tensor([True, False, True]), torch.tensor([False, True]))
     spec = types.SimpleNamespace(score="random", allocation="global", params=AtInitParams(k_rule="iclr23"))
     masks, pruner, s = _two_layers([3.0, 2.0, 1.0], [5.0, 4.0], previous)
-    stats = AtInit._select(masks, spec, s, 0.1)  # int(0.1 * 5) = 0
+    stats = pai._select(masks, spec, s, 0.1)  # int(0.1 * 5) = 0
     pruner.mask(1 - 0.1)
     assert stats == {"pruned": 0, "regrown": 0}
     assert [m.tolist() for m in masks.masks.values()] == [list(p.tolist()) for p in previous]
     assert [m.bool().tolist() for m, _ in pruner.masked_parameters] == [list(p.tolist()) for p in previous]
     with pytest.raises(ValueError, match="global threshold"):
-        AtInit._select(masks, types.SimpleNamespace(score="random", allocation="erk", params=spec.params), s, 0.5)
+        pai._select(masks, types.SimpleNamespace(score="random", allocation="erk", params=spec.params), s, 0.5)

@@ -1,4 +1,5 @@
-"""The registry: procedures (objects that own a run) and methods (names in the papers' vocabulary).
+"""The procedure registry (torch-free: configs are validated and grids planned with it): procedures (what a run's
+stages are) and methods (names in the papers' vocabulary).
 
 A method is a procedure with a score, an allocation and parameter overrides; adding one is a
 line here when its procedure, score and allocation exist. A manifest can define more under its
@@ -7,9 +8,10 @@ own ``methods:`` key (a registered method plus parameters).
 
 from __future__ import annotations
 
-from harness.pruning.methods.ap import Cycles
+from harness.config.specs import DenseSpec, RunSpec
 from harness.pruning.methods.at_init import AtInit
 from harness.pruning.methods.base import Method, Procedure
+from harness.pruning.methods.cycles import Cycles
 from harness.pruning.methods.dense import Dense
 from harness.pruning.methods.dynamic import Dynamic
 from harness.pruning.methods.gradual import Gradual
@@ -65,4 +67,14 @@ METHODS: dict[str, Method] = {
                          "weights); AP when ap_rate > 0", params={"decision": "dpf"}),
 }
 
-__all__ = ["METHODS", "PROCEDURES", "Method", "Procedure"]
+__all__ = ["METHODS", "PROCEDURES", "Method", "Procedure", "procedure", "dense_spec"]
+
+
+def procedure(spec: RunSpec) -> Procedure:
+    """The procedure that runs ``spec``."""
+    return PROCEDURES[spec.procedure]
+
+
+def dense_spec(spec: RunSpec) -> DenseSpec | None:
+    """The dense pre-training ``spec`` starts from (None if it trains from scratch)."""
+    return PROCEDURES[spec.procedure].dense_spec(spec)

@@ -4,11 +4,13 @@ same recipe and with the same epoch rows and checkpoints as the single-stage pro
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from harness.config.expand import RunSpec
-from harness.pruning.masks import MaskSet
-from harness.pruning.methods.stage import SingleStage, StageHook, run_stage
+from harness.config.specs import RunSpec
+from harness.pruning.methods.base import SingleStage
+
+if TYPE_CHECKING:
+    from harness.stage import Stage
 
 
 @dataclass(frozen=True)
@@ -21,10 +23,6 @@ class Dense(SingleStage):
     Params = DenseParams
     description = "no pruning: the dense baseline on the same training recipe"
 
-
-
-    def run(self, spec: RunSpec, ctx, d: Path) -> list[dict]:
-        from harness.experiment import fresh_model
-
-        model = fresh_model(spec, ctx.torch_device)
-        return run_stage(spec, ctx, d, model, MaskSet.for_model(model, spec.prunable), StageHook())
+    def run(self, spec: RunSpec, stage: Stage) -> None:
+        stage.begin_fresh()
+        stage.train_stage(None)  # no mask update: every entry kept

@@ -16,21 +16,23 @@ false, in which case it keeps being re-selected at ``s_f``). Selection keeps exa
   sees ``m * w`` and leaves the dense weights untouched; the run's output is ``m * w``.
   ``reactivated`` counts the entries that came back since the previous row, ``reactivated_total`` in all.
 
-Rows are on the ``epoch`` axis.
+``schedule`` names the sparsity schedule (:data:`harness.pruning.schedules.SCHEDULES`): ``cubic`` (the papers'),
+or one a plugin registered; it gets the same settings. Rows are on the ``epoch`` axis.
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from harness.config.expand import RunSpec
-from harness.pruning import scores
-from harness.pruning.masks import MaskSet
-from harness.pruning.methods.stage import Reactivation, SingleStage, StageHook, run_stage
-from harness.pruning.schedules import cubic_sparsity
-from harness.units import duration_steps, is_duration, steps_per_epoch
+from harness.config.specs import RunSpec
+from harness.pruning.methods.base import SingleStage
+from harness.pruning.schedules import SCHEDULES
+from harness.pruning.steps import Reselect
+from harness.units import is_duration
+
+if TYPE_CHECKING:
+    from harness.stage import Stage
 
 
 @dataclass(frozen=True)
@@ -41,75 +43,7 @@ class GradualParams:
     initial_sparsity: float = 0.0
     feedback: bool = False  # DPF: regrowth + straight-through gradient
     freeze_after_end: bool = True  # INCHEON: no mask update after t_end
-
-
-class CubicMaskHook(StageHook):
-    """The cubic-schedule mask, with or without DPF's feedback."""
-
-    def __init__(self, masks: MaskSet, score: str, allocation: str, final_sparsity: float, start: int, end: int,
-                 every: int, initial_sparsity: float = 0.0, feedback: bool = False, freeze_after_end: bool = True):
-        self.masks, self.score, self.allocation = masks, score, allocation
-        self.final, self.start, self.end, self.every = final_sparsity, start, end, every
-        self.initial, self.feedback, self.freeze = initial_sparsity, feedback, freeze_after_end
-        self.updates = 0
-        self.reactivation = Reactivation()
-
-    def target_density(self, t: int) -> float:
-        return 1.0 - cubic_sparsity(t, self.final, self.start, self.end, self.initial)
-
-    def _update(self, t: int) -> None:
-        inputs = self.masks.score_inputs()
-        if self.feedback:  # re-select over all entries, scored on the dense weights
-            stats = self.masks.select_(scores.compute(self.score, inputs, dense=True), self.allocation,
-                                       density=self.target_density(t), eligible="all")
-        else:  # nested: the newly pruned weights are zeroed at once (the gradient stays masked)
-            stats = self.masks.select_(scores.compute(self.score, inputs), self.allocation,
-                                       density=min(self.target_density(t), self.masks.density()))
-            self.masks.apply_()
-        self.updates += 1
-        self.reactivation.add(stats["regrown"])
-
-    def before_forward(self, step: int) -> None:
-        due = (step + 1) % self.every == 0 and step >= self.start and (step < self.end or not self.freeze)
-        if due:
-            self._update(step)
-        if self.feedback:
-            self.masks.stash_dense_()  # forward and backward see m * w
-
-    def before_optimizer_step(self, step: int) -> None:
-        if self.feedback:
-            self.masks.restore_dense_()  # the gradient at m * w updates the dense w
-
-    def after_optimizer_step(self, step: int) -> None:
-        if not self.feedback:
-            self.masks.apply_()
-
-    @contextlib.contextmanager
-    def effective_weights(self):
-        if not self.feedback:
-            yield
-            return
-        self.masks.stash_dense_()
-        try:
-            yield
-        finally:
-            self.masks.restore_dense_()
-
-    def finish(self) -> None:
-        self.masks.apply_()  # the output is the sparse model m * w
-
-    def state_dict(self) -> dict:
-        return {"updates": self.updates, **self.reactivation.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.updates = state["updates"]
-        self.reactivation.load_state_dict(state)
-
-    def metrics(self) -> dict:
-        out = {"mask_updates": self.updates}
-        if self.feedback:
-            out.update(self.reactivation.metrics())
-        return out
+    schedule: str = "cubic"  # a name of harness.pruning.schedules.SCHEDULES
 
 
 class Gradual(SingleStage):
@@ -126,8 +60,8 @@ class Gradual(SingleStage):
             err("update_every", "expected a positive integer")
         if not 0 <= p.initial_sparsity < 1:
             err("initial_sparsity", f"expected a sparsity in [0, 1), got {p.initial_sparsity}")
-
-
+        if p.schedule not in SCHEDULES:
+            err("schedule", f"unknown schedule '{p.schedule}' (expected one of: {', '.join(sorted(SCHEDULES))})")
 
     def summary(self, spec: RunSpec) -> str:
         p = spec.params
@@ -135,15 +69,11 @@ class Gradual(SingleStage):
         return (f"cubic to the target from {p.start} to {p.end}, mask every {p.update_every} it"
                 f"{', frozen after' if p.freeze_after_end else ', updated after'} {p.end}; {kind}")
 
-    def run(self, spec: RunSpec, ctx, d: Path) -> list[dict]:
-        from harness.experiment import fresh_model, get_data
-
-        p, t = spec.params, spec.training
-        data = get_data(spec.dataset, ctx)
-        model = fresh_model(spec, ctx.torch_device)
-        masks = MaskSet.for_model(model, spec.prunable)
-        spe = steps_per_epoch(data.n_train, t.batch_size, t.drop_last)
-        hook = CubicMaskHook(masks, spec.score, spec.allocation, spec.target_sparsity or 0.0,
-                             duration_steps(p.start, spe), duration_steps(p.end, spe), p.update_every,
-                             p.initial_sparsity, p.feedback, p.freeze_after_end)
-        return run_stage(spec, ctx, d, model, masks, hook)
+    def run(self, spec: RunSpec, stage: Stage) -> None:
+        p = spec.params
+        schedule = SCHEDULES[p.schedule].factory(final_sparsity=spec.sparsity, start=stage.steps(p.start),
+                                                 end=stage.steps(p.end), every=p.update_every,
+                                                 initial_sparsity=p.initial_sparsity,
+                                                 freeze_after_end=p.freeze_after_end)
+        stage.begin_fresh()
+        stage.train_stage(Reselect(schedule, spec.score, spec.allocation, feedback=p.feedback))

@@ -1,0 +1,119 @@
+"""The lab's tracking deployment: an MLflow server on PostgreSQL (`scripts/tracking-server.sh`, what
+`make tracking-server` runs), clients over HTTP.
+
+- LAMP's ci grid through Ray into the server: every run once, artifacts uploaded, and the report
+  rebuilt from the server equals the one rebuilt from a local SQLite store;
+- the MLflow server stopped and restarted mid-grid, then PostgreSQL restarted mid-grid: the
+  driver waits (retries), nothing is lost, no metric step is doubled, the grid completes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import stage
+
+from tests.lab import ROOT, TINY, free_port, metric_steps, procs, prunebench, tracked, wait_for  # noqa: F401
+
+pytestmark = pytest.mark.lab
+SCRIPT = ROOT / "scripts" / "tracking-server.sh"
+LAMP = ROOT / "paper_configs" / "lamp.yaml"
+
+
+class Server:
+    def __init__(self, directory: Path, env: dict):
+        self.dir, self.env = directory, env
+        self.uri = f"http://127.0.0.1:{env['MLFLOW_PORT']}"
+
+    def __call__(self, *command: str) -> str:
+        r = subprocess.run([str(SCRIPT), *command], env={**os.environ, **self.env}, capture_output=True,
+                           text=True, timeout=180)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout
+
+
+@pytest.fixture(scope="module")
+def server():
+    directory = Path(tempfile.mkdtemp(prefix="pbtrack", dir="/tmp"))
+    directory.chmod(0o755)  # PostgreSQL runs as `postgres` when the tests run as root
+    env = {"TRACKING_DIR": str(directory), "PG_PORT": str(free_port()), "MLFLOW_PORT": str(free_port())}
+    s = Server(directory, env)
+    try:
+        s("start")
+        yield s
+    finally:
+        subprocess.run([str(SCRIPT), "stop"], env={**os.environ, **env}, capture_output=True, timeout=120)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_ci_grid_through_ray_into_the_server_report_equals_local_store(tmp_path, procs, server):
+    work = tmp_path / "work"
+    run = procs.start("run", prunebench("run", LAMP, "--profile", "ci", "--workdir", work, "--tracking-uri", server.uri,
+                                        "--no-report"))
+    assert run.wait(500) == 0, procs.log(run)
+    counts, status = tracked(server.uri, "lamp")
+    assert len(counts) == 12 and set(counts.values()) == {1} and set(status.values()) == {"FINISHED"}
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(server.uri)
+    one = client.search_runs([client.get_experiment_by_name("lamp").experiment_id],
+                             filter_string="tags.stage = 'prune'", max_results=1)[0]
+    assert "rows.jsonl" in {a.path for a in client.list_artifacts(one.info.run_id)}
+    assert list((server.dir / "artifacts").rglob("rows.jsonl"))  # the server's local artifact store
+    local = f"sqlite:///{tmp_path / 'local.db'}"  # the same finished runs replayed into a local store
+    for args in (("run", LAMP, "--profile", "ci", "--workdir", work, "--tracking-uri", local, "--executor", "local",
+                  "--no-report"),
+                 ("report", LAMP, "--profile", "ci", "--workdir", work, "--tracking-uri", server.uri,
+                  "--out", tmp_path / "from_server"),
+                 ("report", LAMP, "--profile", "ci", "--workdir", work, "--tracking-uri", local,
+                  "--out", tmp_path / "from_local")):
+        r = subprocess.run(prunebench(*args), capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+    for name in ("results.csv", "tables.tex", "README.md"):
+        assert (tmp_path / "from_server" / name).read_text() == (tmp_path / "from_local" / name).read_text(), name
+
+
+def _slow_grid_with_outage(tmp_path, procs, server, outage, executor: str):
+    work = tmp_path / "work"
+    run = procs.start("run", prunebench("run", TINY, "--profile", "slow", "--workdir", work, "--tracking-uri",
+                                        server.uri, "--no-report", "--executor", executor))
+    runs = work / "runs" / "tinyload"
+    wait_for(lambda: any(len(stage.read_jsonl(d / "rows.jsonl")) >= 2 for d in runs.glob("*")), 240,
+             "a run's second row")
+    outage()
+    assert run.wait(600) == 0, procs.log(run)
+    log = procs.log(run)
+    counts, status = tracked(server.uri, "tinyload")
+    assert len(counts) == 4 and set(counts.values()) == {1} and set(status.values()) == {"FINISHED"}, log
+    steps = metric_steps(server.uri, "tinyload")
+    assert len(steps) == 2 and all(s == list(range(7)) for s in steps.values()), steps
+    for d in runs.glob("*"):  # every row on disk reached the server
+        assert len(stage.read_jsonl(d / "rows.jsonl")) == 8
+    return log
+
+
+def test_mlflow_server_restarted_mid_grid_loses_nothing(tmp_path, procs, server):
+    def outage():
+        server("stop-mlflow")
+        time.sleep(15)
+        server("start-mlflow")
+
+    log = _slow_grid_with_outage(tmp_path, procs, server, outage, "ray")
+    assert "unavailable" in log and "reachable again" in log, log
+
+
+def test_postgres_restarted_mid_grid_loses_nothing(tmp_path, procs, server):
+    def outage():
+        server("stop-db")
+        time.sleep(10)
+        server("start-db")
+
+    log = _slow_grid_with_outage(tmp_path, procs, server, outage, "local")
+    assert "unavailable" in log and "reachable again" in log, log
