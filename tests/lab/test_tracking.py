@@ -87,7 +87,7 @@ def _slow_grid_with_outage(tmp_path, procs, server, outage, executor: str):
     runs = work / "runs" / "tinyload"
     wait_for(lambda: any(len(stage.read_jsonl(d / "rows.jsonl")) >= 2 for d in runs.glob("*")), 240,
              "a run's second row")
-    outage()
+    outage(lambda: procs.log(run))
     assert run.wait(600) == 0, procs.log(run)
     log = procs.log(run)
     counts, status = tracked(server.uri, "tinyload")
@@ -99,10 +99,18 @@ def _slow_grid_with_outage(tmp_path, procs, server, outage, executor: str):
     return log
 
 
+def _down_until_noticed(log, at_least_s: float) -> None:
+    """Keep the outage up for at least ``at_least_s`` and until the driver has said the store is
+    unavailable: when the driver next writes depends on where the grid is, so a fixed outage can end
+    before any write falls into it (the writes then succeed and nothing is tested)."""
+    time.sleep(at_least_s)
+    wait_for(lambda: "unavailable" in log(), 300, "the driver to report the store unavailable")
+
+
 def test_mlflow_server_restarted_mid_grid_loses_nothing(tmp_path, procs, server):
-    def outage():
+    def outage(log):
         server("stop-mlflow")
-        time.sleep(15)
+        _down_until_noticed(log, 15)
         server("start-mlflow")
 
     log = _slow_grid_with_outage(tmp_path, procs, server, outage, "ray")
@@ -110,9 +118,9 @@ def test_mlflow_server_restarted_mid_grid_loses_nothing(tmp_path, procs, server)
 
 
 def test_postgres_restarted_mid_grid_loses_nothing(tmp_path, procs, server):
-    def outage():
+    def outage(log):
         server("stop-db")
-        time.sleep(10)
+        _down_until_noticed(log, 10)
         server("start-db")
 
     log = _slow_grid_with_outage(tmp_path, procs, server, outage, "local")
