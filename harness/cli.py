@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="estimate hours for this device of benchmarks/figures.json (default: this machine's GPU, "
                         "or 'CPU <model> x<threads> threads')")
     p.add_argument("--figures", default=None, help="benchmark figures file (default: benchmarks/figures.json)")
+    p.add_argument("--tflops", type=float, default=None,
+                   help="also give device-hours at this assumed sustained training throughput in TFLOP/s (an "
+                        "estimate from the FLOP count, e.g. 100 for a well-fed H100 in bf16; not a measured figure)")
     p = sub.add_parser("run", help="run every grid cell (resumes), then write the report")
     _manifest_args(p)
     _store_args(p)
@@ -52,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="'local' runs the grid in this process, one run after another (no Ray)")
     p.add_argument("--device", default=None, help="torch device for trials (default: cuda if available, else cpu)")
     p.add_argument("--no-report", action="store_true", help="skip writing the report afterwards")
+    p.add_argument("--smoke", action="store_true",
+                   help="instead: run every distinct cell for the first and last steps of each stage, at full model "
+                        "size, on synthetic files in each dataset's format, writing nothing to the store")
     p = sub.add_parser("report", help="turn the tracked runs into the paper's tables, claims and plots")
     _manifest_args(p)
     _store_args(p)
@@ -102,16 +108,16 @@ def cmd_validate(args) -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def _model_cost(arch: str, width: float, num_classes: int) -> tuple[int, int]:
+def _model_cost(arch: str, width: float, num_classes: int, size: int = 32) -> tuple[int, int]:
     """(parameters, forward MACs per image) of a model: recorded in the catalog, else measured (which loads torch:
     record it with scripts/model_costs.py)."""
     from harness.models import model_cost
 
-    cost = model_cost(arch, width, num_classes)
+    cost = model_cost(arch, width, num_classes, size)
     if cost is None:
         from harness.models.build import measured_cost  # a size the catalog has not recorded: build it
 
-        cost = measured_cost(arch, width, num_classes)
+        cost = measured_cost(arch, width, num_classes, size)
     return cost
 
 
@@ -138,6 +144,14 @@ def cmd_plan(args) -> int:
         print(f"  {', '.join(methods)}: {line}")
     print("compute: training FLOPs ≈ 6 × forward MACs × training images (dense kernels with masks), mask "
           "selection passes included; evaluation passes excluded")
+    if args.tflops:
+        if args.tflops <= 0:
+            raise ManifestError(f"--tflops: expected a positive throughput, got {args.tflops}")
+        print(f"device-hours at an assumed {args.tflops:g} TFLOP/s sustained (FLOP count / throughput; an estimate, "
+              f"not a measurement):")
+        for r in rows:
+            print(f"  {r.experiment:<28} {r.model:<12} {r.dataset:<20} {r.flop / (args.tflops * 1e12) / 3600:>12,.1f} h")
+        print(f"  {'total':<62} {sum(r.flop for r in rows) / (args.tflops * 1e12) / 3600:>12,.1f} h")
     path = Path(args.figures) if args.figures else FIGURES
     h = plan.hours(m, rows, load_figures(path), args.device_name or device_name(), os.cpu_count() or 1)
     _print_hours(h, path)
@@ -177,6 +191,8 @@ def cmd_run(args) -> int:
 
     m = load(args.manifest, args.profile)
     specs = expand(m)
+    if args.smoke:
+        return _smoke(m, specs, args.device)
     paths = Paths.at(args.workdir)
     opts = Options(paths=paths, data_root=Path(args.data_root).resolve() if args.data_root else None,
                             download=args.download, executor=args.executor, ray_address=args.ray_address,
@@ -206,6 +222,18 @@ def cmd_run(args) -> int:
                                              tracking_uri=args.tracking_uri, out=None, check_against=None,
                                              acc_tol=5.0))
     return 0
+
+
+def _smoke(m, specs: list[RunSpec], device: str | None) -> int:
+    from harness.grid import smoke
+
+    results = smoke.run(specs, device=device)
+    failed = [r for r in results if r.error]
+    print(f"smoke: {m.paper.key}/{m.label}: {len(results)} distinct cells of {len(specs)} runs: "
+          f"{len(results) - len(failed)} ok, {len(failed)} failed ({sum(r.seconds for r in results):.0f} s)")
+    for r in failed:
+        print(f"prunebench: smoke failed: {r.name}: {r.error}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _finished_now(paths: Paths, specs: list[RunSpec], name: str) -> bool:

@@ -3,7 +3,6 @@ densities and nonzero MACs, the dead-neuron rate, the mask-graph metrics, and th
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
@@ -29,14 +28,15 @@ def evaluate_model(model: nn.Module, data: DeviceData, ev: EvalConfig, seed: int
         model, data.eval_batches(split, ev.batch_size, ev.train_examples, generator=gen), precision)
     test_acc, test_loss = evaluate(model, data.eval_batches("test", ev.batch_size, ev.test_examples), precision)
     out = {"test_acc": test_acc, "test_loss": test_loss, "train_acc": train_acc, "train_loss": train_loss}
-    if data.val_x is not None:
+    if data.has_val:
         out["val_acc"], out["val_loss"] = evaluate(model, data.eval_batches("val", ev.batch_size), precision)
     return out
 
 
-def measure(model: nn.Module, masks: MaskSet, dense_macs: int) -> dict:
-    """Densities (prunable set and all parameters), nonzero-MAC fraction, per-layer densities."""
-    _, nonzero = metrics.macs(model, masks.masks)
+def measure(model: nn.Module, masks: MaskSet, dense_macs: int, input_shape: tuple[int, ...] = (3, 32, 32)) -> dict:
+    """Densities (prunable set and all parameters), nonzero-MAC fraction (of one ``input_shape`` image), per-layer
+    densities."""
+    _, nonzero = metrics.macs(model, masks.masks, input_shape)
     return {"density": masks.density(), "density_all": overall_density(model),
             "macs_fraction": nonzero / dense_macs, "layer_density": masks.layer_density()}
 
@@ -66,12 +66,5 @@ def graph_metrics(masks: MaskSet, ev: EvalConfig, csv_path: Path | None = None,
 def data_record(data: DeviceData, ds: DatasetConfig) -> dict:
     """What a run trained and was evaluated on, for its MLflow dataset input: the content digest of the images and
     labels actually used (after subsets and the validation split) and split sizes."""
-    if data.digest is None:
-        h = hashlib.sha256()
-        for t in (data.train_x, data.train_y, data.test_x, data.test_y, data.val_x, data.val_y):
-            if t is not None:
-                h.update(t.contiguous().cpu().numpy().tobytes())
-        data.digest = h.hexdigest()[:16]
-    return {"source": ds.source, "digest": data.digest, "train": data.n_train, "test": data.n_test,
-            "validation": 0 if data.val_x is None else int(data.val_x.shape[0]),
-            "train_subset": ds.train_subset, "test_subset": ds.test_subset}
+    return {"source": ds.source, "digest": data.fingerprint(), "train": data.n_train, "test": data.n_test,
+            "validation": data.n_val, "train_subset": ds.train_subset, "test_subset": ds.test_subset}

@@ -21,7 +21,10 @@ def count_params(model: nn.Module) -> int:
 
 
 def layer_macs(model: nn.Module, input_shape: tuple[int, ...] = (3, 32, 32)) -> dict[str, int]:
-    """Forward MACs of every Conv2d/Linear module for one image, keyed by its ``named_modules()`` name.
+    """Forward MACs of every Conv2d/Linear module for one image, keyed by its ``named_modules()`` name; a
+    MultiheadAttention module counts its q/k/v projection under its name, its output projection under
+    ``<name>.out_proj`` (the attention uses that Linear's weight without calling the module) and the attention
+    products (no weights) under ``<name>.attention``.
 
     Output sizes are measured with forward hooks on one zero image in eval mode; modules whose forward is skipped
     (e.g. the EfficientNet expansion conv with e = 1) count 0. Each module's training flag is restored afterwards.
@@ -37,10 +40,26 @@ def layer_macs(model: nn.Module, input_shape: tuple[int, ...] = (3, 32, 32)) -> 
 
         return fn
 
+    def attention(name: str) -> Callable[..., None]:
+        def fn(module: nn.MultiheadAttention, inputs: tuple[torch.Tensor, ...], output) -> None:
+            q = inputs[0]
+            tokens = q.shape[1] if module.batch_first or q.dim() == 2 else q.shape[0]
+            tokens = q.shape[0] if q.dim() == 2 else tokens
+            e = module.embed_dim
+            result[name] += tokens * 3 * e * e  # the q/k/v projections (in_proj_weight)
+            # out_proj is a Linear the attention multiplies by its weight without calling it: no hook of its own fires
+            result[f"{name}.out_proj"] = result.get(f"{name}.out_proj", 0) + tokens * e * module.out_proj.out_features
+            result[f"{name}.attention"] += 2 * tokens * tokens * e  # q k^T and the weighted sum: no weights
+
+        return fn
+
     for name, m in model.named_modules():
         if isinstance(m, _PRUNABLE):
             result[name] = 0
             handles.append(m.register_forward_hook(hook(name)))
+        elif isinstance(m, nn.MultiheadAttention) and m.in_proj_weight is not None:
+            result[name] = result[f"{name}.attention"] = 0
+            handles.append(m.register_forward_hook(attention(name)))
     modes = {m: m.training for m in model.modules()}
     param = next(model.parameters())
     x = torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype)
@@ -71,7 +90,7 @@ def macs(
     dense = nonzero = 0
     for name, layer in per_layer.items():
         dense += layer
-        mask = masks.get(f"{name}.weight")
+        mask = masks.get(f"{name}.weight", masks.get(f"{name}.in_proj_weight"))
         if mask is None:
             nonzero += layer
         else:

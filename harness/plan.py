@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from harness.config import Manifest, RunSpec, train_size
+from harness.config import Manifest, RunSpec, image_size, train_size
 from harness.figures import lookup
 from harness.grid.expand import resources_for
 from harness.pruning.methods import dense_spec, procedure
@@ -46,7 +46,7 @@ def rows(specs: list[RunSpec], model_cost: ModelCost) -> list[Row]:
     for (exp, model, ds), ss in groups.items():
         images = 0
         n_dense = 0
-        params, fwd = model_cost(ss[0].model.arch, ss[0].model.width, ss[0].num_classes)
+        params, fwd = model_cost(ss[0].model.arch, ss[0].model.width, ss[0].num_classes, image_size(ss[0].dataset))
         n_train = train_size(ss[0].dataset)
         for s in ss:
             pre, own = procedure(s).images(s, n_train)
@@ -75,7 +75,7 @@ def cell_cost(s: RunSpec, model_cost: ModelCost) -> tuple[int, float]:
     """(training images, FLOPs) of one cell on its own (its shared dense pre-training not counted)."""
     n_train = train_size(s.dataset)
     own = sum(procedure(s).images(s, n_train)[1:]) + procedure(s).selection_cost(s, n_train)
-    _, fwd = model_cost(s.model.arch, s.model.width, s.num_classes)
+    _, fwd = model_cost(s.model.arch, s.model.width, s.num_classes, image_size(s.dataset))
     return own, 6.0 * fwd * own
 
 

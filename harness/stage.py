@@ -44,8 +44,10 @@ from harness import metrics
 from harness.checkpoints import atomic_save, load
 from harness.config.identity import canonical_json, spec_hash
 from harness.config.schema import DatasetConfig, EvalConfig
-from harness.config.specs import DenseSpec, RunSpec
+from harness.config.specs import DenseSpec, RunSpec, image_size
 from harness.data.device import DeviceData
+from harness.data.loading import open_data
+from harness.data.stream import StreamData
 from harness.models.build import build_model
 from harness.paths import Folder, Paths, atomic_write_text, read_jsonl, write_json
 from harness.pruning import ap, graph, pai, scores, updates
@@ -87,6 +89,7 @@ class Context:
     device: str | None = None
     report: Callable[[dict], None] = field(default=lambda row: None)
     stop_after: tuple[str, int] | None = None  # tests: simulate a crash after this checkpoint
+    smoke: bool = False  # every training runs only its first two and last two steps (prunebench run --smoke)
 
     @property
     def torch_device(self) -> torch.device:
@@ -103,14 +106,12 @@ class Context:
 _DATA: dict[str, DeviceData] = {}
 
 
-def load_data(ds: DatasetConfig, ctx: Context) -> DeviceData:
+def load_data(ds: DatasetConfig, ctx: Context) -> DeviceData | StreamData:
     """The dataset on the device, loaded once per process (Ray reuses trial actors)."""
     key = f"{canonical_json(ds)}|{ctx.torch_device}|{ctx.data_root}"
     if key not in _DATA:
         _DATA.clear()  # keep one dataset resident
-        _DATA[key] = DeviceData.load(
-            ds.source, Path(ctx.data_root or ctx.paths.data), ctx.download, ds.mean, ds.std,
-            ds.crop_padding, ds.pad_mode, ds.hflip, ds.train_subset, ds.test_subset, ctx.torch_device, ds.validation)
+        _DATA[key] = open_data(ds, Path(ctx.data_root or ctx.paths.data), ctx.download, ctx.torch_device)
     return _DATA[key]
 
 
@@ -198,10 +199,13 @@ def train_dense(spec: DenseSpec, ctx: Context) -> Folder:
         with fast_path(spec.channels_last, spec.compile) as fast:
             res = train(model, data, steps=duration_steps(spec.steps, spe), optimizer=opt, scheduler=sched,
                         batch_size=spec.batch_size, drop_last=spec.drop_last, seed=stage_seed(spec.seed, "pretrain"),
-                        hooks=_SnapshotHook(model, spec.snapshot_step, f.snapshot), precision=spec.precision)
+                        hooks=_SnapshotHook(model, spec.snapshot_step, f.snapshot), precision=spec.precision,
+                        smoke=ctx.smoke)
     except Diverged as e:  # final, like DONE: every run that starts from it is diverged too
         write_json(f.diverged, {"step": e.step, "what": e.what})
         raise
+    if ctx.smoke and spec.snapshot_step is not None and not f.snapshot.exists():
+        atomic_save(model.state_dict(), f.snapshot)  # its step was skipped: any weights serve a smoke run
     atomic_save(model.state_dict(), f.final)
     write_json(f.train, {"steps": res.steps, "train_loss_running": res.train_loss,
                          **({"compile_s": fast.compile_s} if spec.compile else {})})
@@ -292,6 +296,7 @@ class Stage:
         self.data = load_data(spec.dataset, ctx)
         t = spec.training
         self.spe = steps_per_epoch(self.data.n_train, t.batch_size, t.drop_last)
+        self._input = (3, image_size(spec.dataset), image_size(spec.dataset))  # one image, for MAC counts
         self.model: nn.Module | None = None
         self.masks: MaskSet | None = None
         self.rows: list[dict] = []
@@ -300,6 +305,7 @@ class Stage:
         self._dense_macs = 0
         self._dense_dir: Folder | None = None
         self._optimizer_state: dict | None = None  # a resumed run's optimizer kept across units
+        self._spans: dict[int, int] = {}  # smoke: unit -> how many units it stands for (span())
         ck = self.folder.checkpoint
         self._checkpoint = load(ck, self.device) if ck.exists() else None
 
@@ -316,7 +322,7 @@ class Stage:
     def _adopt(self, model: nn.Module) -> None:
         self.model = model
         self.masks = MaskSet.for_model(model, self.spec.prunable)
-        self._dense_macs = metrics.macs(model)[0]
+        self._dense_macs = metrics.macs(model, input_shape=self._input)[0]
 
     def _restore(self) -> None:
         ck = self._checkpoint
@@ -389,6 +395,9 @@ class Stage:
         """The units (rounds, cycles) not done yet, in order; after each, a checkpoint (the model, masks, rows, and
         the optimizer when it is kept across units)."""
         indices = list(indices)
+        if self.ctx.smoke and len(indices) > 3:  # the first two units and the last, which stands for the ones between
+            self._spans = {k: 1 for k in indices[:2]} | {indices[-1]: len(indices) - 2}
+            indices = indices[:2] + indices[-1:]
         done = self._checkpoint.get("unit") if self._checkpoint is not None else None
         if done is not None and keep_optimizer:
             self._optimizer_state = self._checkpoint.get("optimizer")
@@ -402,6 +411,11 @@ class Stage:
                 ck["optimizer"] = self.optimizer.state_dict()
             atomic_save(ck, self.folder.checkpoint)
             self.ctx.checkpointed(axis, k)
+
+    def span(self, k: int) -> int:
+        """How many units unit ``k`` stands for: 1, except the last unit of a smoke run, which stands for every unit
+        skipped before it (its decision compounds theirs, so the smoke run ends at the real final density)."""
+        return self._spans.get(k, 1)
 
     # ------------------------------------------------------------------ mask decisions
 
@@ -518,7 +532,7 @@ class Stage:
         try:
             res = train(self.model, self.data, steps=self.steps(length), optimizer=opt, scheduler=sched,
                         batch_size=t.batch_size, drop_last=t.drop_last, seed=stage_seed(self.spec.seed, name),
-                        hooks=HookChain(*hooks), precision=t.precision)
+                        hooks=HookChain(*hooks), precision=t.precision, smoke=self.ctx.smoke)
         finally:
             if meter is not None:
                 meter.close()
@@ -577,7 +591,8 @@ class Stage:
         hook.attach(self.model, opt)
         train(self.model, self.data, steps=steps, optimizer=opt, scheduler=sched, batch_size=t.batch_size,
               drop_last=t.drop_last, seed=stage_seed(spec.seed, name),
-              hooks=HookChain(hook, Snapshot() if snap_at else None, EpochEnd()), precision=t.precision, state=state)
+              hooks=HookChain(hook, Snapshot() if snap_at else None, EpochEnd()), precision=t.precision, state=state,
+              smoke=self.ctx.smoke)
         hook.finish()
         last_epoch = math.ceil(steps / self.spe)
         epoch_rows = [r for r in self.rows if r["axis"] == "epoch"]
@@ -612,7 +627,8 @@ class Stage:
     def _measured(self, names: tuple[str, ...]) -> dict:
         out = {}
         for n in names:
-            out.update(ev.measure(self.model, self.masks, self._dense_macs) if n == "measure" else MEASURES[n](self))
+            out.update(ev.measure(self.model, self.masks, self._dense_macs, self._input) if n == "measure"
+                       else MEASURES[n](self))
         return out
 
     def row_values(self, axis: str, index: int, values: dict, measure: bool = True,

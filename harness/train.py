@@ -277,10 +277,13 @@ def _check_finite(model: nn.Module, loss_bad: torch.Tensor, first_bad: torch.Ten
 
 def train(model: nn.Module, data: DeviceData, *, steps: int, optimizer: torch.optim.Optimizer,
           scheduler, batch_size: int, drop_last: bool, seed: int, hooks: StepHooks | None = None,
-          precision: str = "fp32", state: TrainState | None = None, fast: FastPath | None = None) -> TrainResult:
+          precision: str = "fp32", state: TrainState | None = None, fast: FastPath | None = None,
+          smoke: bool = False) -> TrainResult:
     """Run optimizer steps until ``steps`` in total; the data order and augmentation are drawn
     from ``seed``. ``state`` (from an ``after_epoch`` hook) resumes a stage where it stood.
-    ``fast``: the fast-path switches (default: the active :func:`fast_path` context's)."""
+    ``fast``: the fast-path switches (default: the active :func:`fast_path` context's).
+    ``smoke``: only the first two and the last two steps of the stage run, each at its real position (the LR
+    schedule and the step hooks see the step's index), then the last epoch ends (``prunebench run --smoke``)."""
     hooks = hooks or StepHooks()
     fast = fast if fast is not None else current_fast_path()
     device = data.device
@@ -302,6 +305,9 @@ def train(model: nn.Module, data: DeviceData, *, steps: int, optimizer: torch.op
     loss_bad = torch.zeros((), device=device, dtype=torch.bool)
     first_bad = torch.full((), -1, device=device, dtype=torch.long)
     seen, step, epoch = st.seen, st.step, st.epoch
+    if smoke:
+        return _smoke(model, data, steps, optimizer, scheduler, batch_size, drop_last, gen, hooks, forward_loss, st,
+                      fast)
     while step < steps:
         finished_epoch = True
         for x, y in data.train_batches(gen, batch_size, drop_last):
@@ -346,6 +352,45 @@ def train(model: nn.Module, data: DeviceData, *, steps: int, optimizer: torch.op
             model.train()
     _check_finite(model, loss_bad, first_bad, max(step - 1, 0))
     return TrainResult(steps, float(loss_sum) / max(steps, 1), float(correct) / max(seen, 1))
+
+
+def _jump(scheduler, step: int) -> None:
+    """The LR schedule at optimizer step ``step`` without stepping through the ones before (closed form)."""
+    scheduler.last_epoch = step
+    closed = getattr(scheduler, "_get_closed_form_lr", None)
+    lrs = closed() if closed is not None else scheduler.get_lr()
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs):
+        group["lr"] = lr
+
+
+def _smoke(model, data, steps, optimizer, scheduler, batch_size, drop_last, gen, hooks, forward_loss, st,
+           fast) -> TrainResult:
+    """The smoke run of a stage: steps ``first, first + 1, steps - 2, steps - 1`` at their real positions."""
+    plan = sorted({s for s in (st.step, st.step + 1, steps - 2, steps - 1) if st.step <= s < steps})
+    batches = iter(())
+    loss_sum, n = 0.0, 0
+    for step in plan:
+        batch = next(batches, None)
+        if batch is None:
+            batches = data.train_batches(gen, batch_size, drop_last)
+            batch = next(batches)
+        x, y = batch
+        if scheduler is not None:
+            _jump(scheduler, step)
+        hooks.before_forward(step)
+        out, loss = forward_loss(_nhwc(x, fast), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        hooks.before_optimizer_step(step)
+        optimizer.step()
+        hooks.after_optimizer_step(step)
+        loss_sum, n = loss_sum + float(loss.detach()), n + 1
+    if steps > st.step:
+        spe = len(range(0, (data.n_train // batch_size) * batch_size if drop_last else data.n_train, batch_size))
+        epoch = max(st.epoch + 1, -(-steps // max(spe, 1)))
+        hooks.after_epoch(epoch, TrainState(step=steps, epoch=epoch, generator=gen.get_state(),
+                                            rng=torch.get_rng_state(), loss_sum=loss_sum, seen=n * batch_size))
+    return TrainResult(steps, loss_sum / max(n, 1), 0.0)
 
 
 @torch.no_grad()

@@ -153,3 +153,21 @@ def test_every_relu_site_of_resnet20_is_its_own_module():
             mod.register_forward_hook(lambda mod, i, o, name=name: calls.__setitem__(name, calls.get(name, 0) + 1))
     m(torch.randn(2, 3, 32, 32))
     assert len(calls) == 19 and set(calls.values()) == {1}  # stem + 2 per block x 9, each called once
+
+
+class _Attend(nn.Module):
+    def __init__(self, e: int = 8, heads: int = 2):
+        super().__init__()
+        self.mha = nn.MultiheadAttention(e, heads, batch_first=True)
+        self.head = nn.Linear(e, 3)
+
+    def forward(self, x):
+        return self.head(self.mha(x, x, x, need_weights=False)[0])
+
+
+def test_attention_macs_count_both_projections_and_the_products():
+    t, e = 5, 8
+    got = metrics.layer_macs(_Attend(e), (t, e))
+    # q/k/v projection 3 T e^2, output projection T e^2 (its Linear is never called as a module), q k^T and the
+    # weighted sum 2 T^2 e, the head T e 3
+    assert got == {"mha": 3 * t * e * e, "mha.attention": 2 * t * t * e, "mha.out_proj": t * e * e, "head": t * e * 3}

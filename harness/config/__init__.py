@@ -19,11 +19,11 @@ from harness.config.identity import canonical_json, identity_dict, spec_hash
 from harness.config.schema import (Claim, DatasetConfig, Deviation, EvalConfig, ExpectedCells, Experiment, Layout,
                                    LRScheduleConfig, Manifest, ManifestError, MethodConfig, ModelConfig, NoiseRule,
                                    OptimizerConfig, PruningConfig, Resources, TrainingConfig)
-from harness.config.specs import DenseSpec, RunSpec, train_size
+from harness.config.specs import DenseSpec, RunSpec, image_size, train_size
 
 __all__ = [
     "Claim", "DatasetConfig", "DenseSpec", "Deviation", "EvalConfig", "ExpectedCells", "Experiment", "Layout",
     "LRScheduleConfig", "Manifest", "ManifestError", "MethodConfig", "ModelConfig", "NoiseRule", "OptimizerConfig",
-    "PruningConfig", "Resources", "RunSpec", "TrainingConfig", "canonical_json", "identity_dict", "spec_hash",
-    "train_size",
+    "PruningConfig", "Resources", "RunSpec", "TrainingConfig", "canonical_json", "identity_dict", "image_size",
+    "spec_hash", "train_size",
 ]

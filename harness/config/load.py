@@ -96,6 +96,15 @@ def check(m: Manifest, where: str) -> None:
             err(f"datasets.{k}.std", "expected positive numbers")
         if ds.crop_padding < 0:
             err(f"datasets.{k}.crop_padding", f"expected >= 0, got {ds.crop_padding}")
+        src = SOURCES[ds.source]
+        if src.holding == "memory" and ds.augment != "pad_crop_flip":
+            err(f"datasets.{k}.augment", f"'{ds.augment}' needs a streamed dataset; {ds.source} is held in memory at "
+                                         f"{src.image_size} px (expected pad_crop_flip)")
+        if src.holding == "memory" and ds.image_size not in (0, src.image_size):
+            err(f"datasets.{k}.image_size", f"{ds.source} is held in memory at {src.image_size} px (expected 0 or "
+                                            f"{src.image_size})")
+        if ds.image_size < 0 or ds.eval_resize < 0:
+            err(f"datasets.{k}.image_size", "expected sizes >= 0 (0: the dataset's own)")
     for k, mc in m.models.items():
         if mc.arch not in ARCHS:
             err(f"models.{k}.arch", f"unknown model '{mc.arch}' (expected one of: {', '.join(sorted(ARCHS))})")

@@ -40,7 +40,11 @@ class DatasetConfig:
     hflip: bool
     train_subset: int | None = None
     test_subset: int | None = None
-    validation: int = 0  # the last N training images held out, evaluated clean (PAGS: 5000 of 50k)
+    validation: int = 0  # N training images held out, evaluated clean (memory: the last N, as PAGS's 5000 of 50k;
+    # stream: a fixed random N, as a class-sorted folder's last images would be one class)
+    augment: Literal["pad_crop_flip", "resized_crop_flip"] = "pad_crop_flip"  # the ImageNet recipe: streamed only
+    image_size: int = 0  # training crop / evaluation size; 0: the source's
+    eval_resize: int = 0  # resized_crop_flip: the short side before the evaluation centre crop; 0: the source's
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from harness.config.identity import spec_hash
 from harness.config.schema import DatasetConfig, EvalConfig, LRScheduleConfig, ModelConfig, OptimizerConfig, TrainingConfig
 from harness.data.sources import SOURCES
 
-__all__ = ["DenseSpec", "RunSpec", "train_size"]
+__all__ = ["DenseSpec", "RunSpec", "image_size", "train_size"]
 
 
 @dataclass(frozen=True)
@@ -82,3 +82,8 @@ class RunSpec:
 def train_size(ds: DatasetConfig) -> int:
     full = SOURCES[ds.source].train_size
     return (min(full, ds.train_subset) if ds.train_subset else full) - ds.validation
+
+
+def image_size(ds: DatasetConfig) -> int:
+    """The side of the images the model sees: the dataset's ``image_size``, else the source's."""
+    return ds.image_size or SOURCES[ds.source].image_size

@@ -10,6 +10,7 @@ Zero padding is applied to the raw uint8 pixels *before* normalisation, like tor
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -136,6 +137,24 @@ class DeviceData:
     def device(self) -> torch.device:
         """The device holding the data."""
         return self._device
+
+    @property
+    def has_val(self) -> bool:
+        return self.val_x is not None
+
+    @property
+    def n_val(self) -> int:
+        return 0 if self.val_x is None else int(self.val_x.shape[0])
+
+    def fingerprint(self) -> str:
+        """A digest of the images and labels actually used (after subsets and the validation split)."""
+        if self.digest is None:
+            h = hashlib.sha256()
+            for t in (self.train_x, self.train_y, self.test_x, self.test_y, self.val_x, self.val_y):
+                if t is not None:
+                    h.update(t.contiguous().cpu().numpy().tobytes())
+            self.digest = h.hexdigest()[:16]
+        return self.digest
 
     # ------------------------------------------------------------------------------------------- transforms
 

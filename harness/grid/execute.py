@@ -20,6 +20,8 @@ from tqdm.auto import tqdm
 
 from harness.config import Manifest, RunSpec
 from harness.data.disk import load_split
+from harness.data.folders import list_split
+from harness.data.sources import source
 from harness.grid.cluster import check_cluster
 from harness.grid.jobs import DenseJob, Job, RunJob, plan_jobs
 from harness.grid.local import run_local
@@ -120,5 +122,10 @@ def ready(runs: list[RunJob], paths: Paths) -> list[RunJob]:
 def _preflight(jobs: list[RunJob], opts: Options) -> None:
     """Fail fast, in the driver, when a dataset is missing (DataError is one line)."""
     root = Path(opts.data_root or opts.paths.data)
-    for source in sorted({j.spec.dataset.source for j in jobs}):
-        load_split(source, root, train=False, download=opts.download)
+    for name in sorted({j.spec.dataset.source for j in jobs}):
+        src = source(name)
+        if src.holding == "stream":  # the folders are listed (no image is read)
+            for train in (True, False):
+                list_split(src, root, train)
+        else:
+            load_split(name, root, train=False, download=opts.download)

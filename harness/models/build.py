@@ -19,12 +19,13 @@ from .resnet_cifar_dpf import (
     resnet56_cifar_bottleneck_lin,
     resnet56_cifar_optb,
 )
-from .resnet_tv import resnet18_tv_imagenet_stem, resnet34_tv_imagenet_stem
+from .resnet_tv import resnet18_tv_imagenet_stem, resnet34_tv_imagenet_stem, resnet50_tv
 from .vgg import scaled_width, vgg16_bn_fc1_lamp
-from .vgg16_tv import vgg16_bn_tv_4096fc
+from .vgg16_tv import vgg16_bn_tv_4096fc, vgg19_bn_tv_4096fc
 from .vgg16d import vgg16d_bn_fc3_lin
 from .init import INITS
 from .wideresnet import wrn28_2_preact_lin, wrn28_4_preact_lin, wrn28_8_preact_lin
+from .zoo_tv import conv6_frankle, densenet121_tv, mobilenet_v2_tv, vit_b16_tv
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "vgg16_bn_fc1_lamp": vgg16_bn_fc1_lamp,
@@ -46,13 +47,21 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "resnet34_tv_imagenet_stem": resnet34_tv_imagenet_stem,
     "resnet18_tv_imagenet_stem": resnet18_tv_imagenet_stem,  # the PAGS paper's second backbone (pags.md 1.1)
     "vgg16_bn_tv_4096fc": vgg16_bn_tv_4096fc,
+    # the tables of issue 16: ImageNet-scale and AP's CIFAR-100 networks (torchvision's definitions), LAMP's Conv-6
+    "resnet50_tv": resnet50_tv,
+    "vgg19_bn_tv_4096fc": vgg19_bn_tv_4096fc,
+    "densenet121_tv": densenet121_tv,
+    "mobilenet_v2_tv": mobilenet_v2_tv,
+    "vit_b16_tv": vit_b16_tv,
+    "conv6_frankle": conv6_frankle,
 }
 
 __all__ = ["MODELS", "build_model", "scaled_width"]
 
 
 def build_model(arch: str, num_classes: int = 10, width: float = 1.0, init: str | None = None) -> nn.Module:
-    """Build ``arch`` for 3x32x32 inputs with its paper's initialisation, stated in each builder's module docstring.
+    """Build ``arch`` with its paper's initialisation, stated in each builder's module docstring (for 3x32x32 inputs,
+    or any size where the builder pools adaptively: the torchvision layouts; ViT-B/16 wants 224x224).
 
     The LAMP models use PyTorch default initialisation (lamp.md section 4); the DPF models use Kaiming-normal fan_out
     convs and BN weight 1 / bias 0 (dpf.md sections 3.1 and 3.2). The PAGS models use torchvision's default init
@@ -73,17 +82,18 @@ def build_model(arch: str, num_classes: int = 10, width: float = 1.0, init: str 
     return model
 
 
-def measured_cost(arch: str, width: float, classes: int) -> tuple[int, int]:
-    """(parameters, forward MACs per 32x32 image) of the built model."""
+def measured_cost(arch: str, width: float, classes: int, size: int = 32) -> tuple[int, int]:
+    """(parameters, forward MACs per ``size`` x ``size`` image) of the built model."""
     model = build_model(arch, classes, width)
-    return count_params(model), macs(model)[0]
+    return count_params(model), macs(model, input_shape=(3, size, size))[0]
 
 
-def record_costs(models: list[tuple[str, float, int]]) -> dict[str, list[int]]:
-    """Measure and record the sizes of ``models`` in :data:`harness.models.catalog.COSTS_FILE` (kept sorted)."""
+def record_costs(models: list[tuple[str, float, int, int]]) -> dict[str, list[int]]:
+    """Measure and record the sizes of ``models`` (arch, width, classes, image size) in
+    :data:`harness.models.catalog.COSTS_FILE` (kept sorted)."""
     table = _costs()
-    for arch, width, classes in models:
-        table[_key(arch, width, classes)] = list(measured_cost(arch, width, classes))
+    for arch, width, classes, size in models:
+        table[_key(arch, width, classes, size)] = list(measured_cost(arch, width, classes, size))
     lines = [f"  {json.dumps(k)}: [{v[0]}, {v[1]}]" for k, v in sorted(table.items())]
     COSTS_FILE.write_text("{\n" + ",\n".join(lines) + "\n}\n")
     return table

@@ -28,6 +28,12 @@ ARCHS: dict[str, str] = {
     "resnet34_tv_imagenet_stem": "torchvision ResNet-34 (ImageNet stem) on 32x32 (PAGS / ICLR'23)",
     "resnet18_tv_imagenet_stem": "torchvision ResNet-18 (ImageNet stem) on 32x32 (PAGS)",
     "vgg16_bn_tv_4096fc": "torchvision VGG-16-BN with the 4096-wide classifier (ICLR'23)",
+    "resnet50_tv": "torchvision ResNet-50 (V1.5, ImageNet stem) for 224x224 (DPF Table 2, AP ImageNet)",
+    "vgg19_bn_tv_4096fc": "torchvision VGG-19-BN with the 4096-wide classifier (AP's CIFAR-100 VGG)",
+    "densenet121_tv": "torchvision DenseNet-121, growth 32, ImageNet stem (AP's DenseNet)",
+    "mobilenet_v2_tv": "torchvision MobileNetV2 (AP's MobileNet)",
+    "vit_b16_tv": "torchvision ViT-B/16, 224 px (AP's vision transformer)",
+    "conv6_frankle": "Conv-6 of Frankle & Carbin 2019 (LAMP's Conv-6 row), 32x32",
 }
 
 # initialiser -> what it does (applied after the builder's own)
@@ -40,15 +46,15 @@ INITS: dict[str, str] = {
 COSTS_FILE = Path(__file__).resolve().parent / "costs.json"
 
 
-def _key(arch: str, width: float, classes: int) -> str:
-    return f"{arch}|{float(width)!r}|{int(classes)}"
+def _key(arch: str, width: float, classes: int, size: int = 32) -> str:
+    return f"{arch}|{float(width)!r}|{int(classes)}" + ("" if size == 32 else f"|{int(size)}")
 
 
 def _costs() -> dict[str, list[int]]:
     return json.loads(COSTS_FILE.read_text()) if COSTS_FILE.is_file() else {}
 
 
-def model_cost(arch: str, width: float, classes: int) -> tuple[int, int] | None:
-    """(parameters, forward MACs per 32x32 image) as recorded, or None for a size not recorded."""
-    v = _costs().get(_key(arch, width, classes))
+def model_cost(arch: str, width: float, classes: int, size: int = 32) -> tuple[int, int] | None:
+    """(parameters, forward MACs per ``size`` x ``size`` image) as recorded, or None for a size not recorded."""
+    v = _costs().get(_key(arch, width, classes, size))
     return (int(v[0]), int(v[1])) if v else None

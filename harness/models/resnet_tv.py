@@ -72,14 +72,44 @@ class BasicBlockTV(nn.Module):
         return self.relu2(out + identity)
 
 
+class BottleneckTV(nn.Module):
+    """torchvision's Bottleneck (ResNet V1.5: the stride on the 3x3 conv): conv1x1-BN-ReLU-conv3x3(s)-BN-ReLU-
+    conv1x1(4x)-BN, + identity or downsample, ReLU; three ReLU modules."""
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.relu2 = nn.ReLU()
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu3 = nn.ReLU()
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.relu2(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu3(out + identity)
+
+
 class ResNetTV(nn.Module):
-    """torchvision's ImageNet ResNet (BasicBlock) with a width multiplier; see the module docstring."""
+    """torchvision's ImageNet ResNet (BasicBlock, or Bottleneck for ResNet-50) with a width multiplier; see the module
+    docstring."""
 
     def __init__(
         self,
         blocks: tuple[int, ...] = RESNET34_BLOCKS,
         num_classes: int = 10,
         width: float = 1.0,
+        block: type[nn.Module] = BasicBlockTV,
     ) -> None:
         super().__init__()
         base_in = 64
@@ -94,14 +124,15 @@ class ResNetTV(nn.Module):
             planes = scaled_width(base_planes, width)
             downsample = None
             # torchvision builds the downsample before the first block (``_make_layer``): same RNG consumption order.
-            if stride != 1 or base_in != base_planes * BasicBlockTV.expansion:
+            out = planes * block.expansion
+            if stride != 1 or base_in != base_planes * block.expansion:
                 downsample = nn.Sequential(
-                    nn.Conv2d(self.inplanes, planes, kernel_size=1, stride=stride, bias=False),
-                    nn.BatchNorm2d(planes),
+                    nn.Conv2d(self.inplanes, out, kernel_size=1, stride=stride, bias=False),
+                    nn.BatchNorm2d(out),
                 )
-            layers: list[nn.Module] = [BasicBlockTV(self.inplanes, planes, stride, downsample)]
-            self.inplanes, base_in = planes, base_planes
-            layers += [BasicBlockTV(planes, planes) for _ in range(1, n)]
+            layers: list[nn.Module] = [block(self.inplanes, planes, stride, downsample)]
+            self.inplanes, base_in = out, base_planes * block.expansion
+            layers += [block(out, planes) for _ in range(1, n)]
             stages.append(nn.Sequential(*layers))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
@@ -125,3 +156,13 @@ def resnet18_tv_imagenet_stem(num_classes: int = 10, width: float = 1.0) -> ResN
     unchanged, pags.md 1.1 / 5.2): 11,181,642 params (10 classes), 11,172,032 Conv2d + Linear weights in 21 tensors,
     37,016,576 MACs per 32x32 image; torchvision init."""
     return ResNetTV(RESNET18_BLOCKS, num_classes=num_classes, width=width)
+
+
+RESNET50_BLOCKS = (3, 4, 6, 3)
+
+
+def resnet50_tv(num_classes: int = 1000, width: float = 1.0) -> ResNetTV:
+    """torchvision ResNet-50 (V1.5, ImageNet stem) for 224x224: the ImageNet model of DPF's Table 2 (INCHEON's
+    resnet_mask.py, a torchvision layout) and of AP's ImageNet rows: 25,557,032 params at 1000 classes; torchvision's
+    Kaiming fan_out init, ``zero_init_residual=False``; every ReLU site its own module (49)."""
+    return ResNetTV(RESNET50_BLOCKS, num_classes=num_classes, width=width, block=BottleneckTV)

@@ -28,6 +28,8 @@ from torch import nn
 
 from .vgg import vgg_features, VGG16_CFG, scaled_width
 
+VGG19_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
+
 
 def torchvision_vgg_init(model: nn.Module) -> None:
     """torchvision ``VGG.__init__``'s init: conv Kaiming-normal fan_out / relu, bias 0; BN 1 / 0; Linear N(0, 0.01), 0."""
@@ -79,3 +81,9 @@ class VGGTV(nn.Module):
 def vgg16_bn_tv_4096fc(num_classes: int = 10, width: float = 1.0) -> VGGTV:
     """torchvision vgg16_bn on 32x32 (pags.md 5.2): 134,309,962 params, 432.8 M MACs; torchvision init."""
     return VGGTV(VGG16_CFG, num_classes=num_classes, width=width)
+
+
+def vgg19_bn_tv_4096fc(num_classes: int = 100, width: float = 1.0) -> VGGTV:
+    """torchvision's ``vgg19_bn`` (config E: 16 convs, the 4096-wide classifier) as AP's released code defines it for
+    CIFAR-100 (archs/cifar100/vgg.py: torchvision-style, AdaptiveAvgPool(7, 7)); used unchanged on 32x32 inputs."""
+    return VGGTV(VGG19_CFG, num_classes=num_classes, width=width)

@@ -21,7 +21,8 @@ _CONVENTIONS = ("conv_and_linear_weights", "conv_weights", "all_weights")
 def prunable_parameters(model: nn.Module, convention: str) -> dict[str, nn.Parameter]:
     """The prunable weights of ``model`` in forward (module) order.
 
-    * ``conv_and_linear_weights``: every Conv2d and Linear weight (LAMP, PAGS).
+    * ``conv_and_linear_weights``: every Conv2d and Linear weight (LAMP, PAGS), and an attention layer's q/k/v
+      projection (``in_proj_weight``).
     * ``conv_weights``: Conv2d weights only (DPF, third-party convention).
     * ``all_weights``: every parameter named ``*weight``, BN gamma included (AP's code).
     """
@@ -29,6 +30,9 @@ def prunable_parameters(model: nn.Module, convention: str) -> dict[str, nn.Param
         raise ValueError(f"unknown prunable convention '{convention}' (expected one of: {', '.join(_CONVENTIONS)})")
     out: dict[str, nn.Parameter] = {}
     for mname, module in model.named_modules():
+        proj = getattr(module, "in_proj_weight", None)  # attention's q/k/v projection: a linear map's weight
+        if isinstance(module, nn.MultiheadAttention) and isinstance(proj, nn.Parameter) and convention != "conv_weights":
+            out[f"{mname}.in_proj_weight"] = proj
         w = getattr(module, "weight", None)
         if not isinstance(w, nn.Parameter):
             continue

@@ -42,8 +42,13 @@ def test_missing_cifar10_message(tmp_path: Path) -> None:
 
 def test_unknown_dataset() -> None:
     with pytest.raises(DataError) as exc:
-        load_split("imagenet", Path("/nonexistent"), train=True)
+        load_split("imagenet1k", Path("/nonexistent"), train=True)
     assert "cifar10" in str(exc.value) and "fashion_mnist" in str(exc.value)
+
+
+def test_a_streamed_source_is_not_read_whole() -> None:
+    with pytest.raises(DataError, match="imagenet is streamed from its folders, not held in memory"):
+        load_split("imagenet", Path("/nonexistent"), train=True)
 
 
 def test_fashion_mnist_missing_everywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

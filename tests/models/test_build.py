@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.metrics import count_params, layer_macs, macs
-from harness.models.build import MODELS, build_model
+from harness.models.build import MODELS, build_model, measured_cost
 from harness.models.wideresnet import WideResNet
 
 # arch: (total params, Conv2d+Linear weights, Conv2d+Linear modules, dense MACs in M to 0.1) at width 1, 10 classes.
@@ -102,8 +102,32 @@ def arch_model(request: pytest.FixtureRequest) -> tuple[str, nn.Module]:
     return request.param, build_model(request.param)
 
 
+# The ImageNet-scale and zoo models (issue: every table of the papers): parameter counts at torchvision's published
+# ImageNet figures (1000 classes; its model docs), and Conv-6 by hand at 10 classes: convs 3-64-64, 64-128-128,
+# 128-256-256 with bias = 1,792 + 36,928 + 73,856 + 147,584 + 295,168 + 590,080, FC 4096-256-256-10 with bias =
+# 1,048,832 + 65,792 + 2,570 -> 2,262,602. (classes, input size, params, forward GMACs as torchvision publishes them)
+ZOO_EXPECTED = {
+    "resnet50_tv": (1000, 224, 25_557_032, 4.09),
+    "vit_b16_tv": (1000, 224, 86_567_656, 17.56),
+    "densenet121_tv": (1000, 224, 7_978_856, 2.83),
+    "mobilenet_v2_tv": (1000, 224, 3_504_872, 0.30),
+    "vgg19_bn_tv_4096fc": (1000, 224, 143_678_248, 19.63),
+    "conv6_frankle": (10, 32, 2_262_602, None),
+}
+
+
 def test_registry_keys() -> None:
-    assert set(MODELS) == set(EXPECTED)
+    assert set(MODELS) == set(EXPECTED) | set(ZOO_EXPECTED)
+    assert not set(EXPECTED) & set(ZOO_EXPECTED)
+
+
+@pytest.mark.parametrize("arch", sorted(ZOO_EXPECTED))
+def test_zoo_models_have_the_published_sizes(arch: str) -> None:
+    classes, size, params, gmacs = ZOO_EXPECTED[arch]
+    got_params, got_macs = measured_cost(arch, 1.0, classes, size)
+    assert got_params == params
+    if gmacs is not None:  # torchvision's GFLOPS column counts multiply-adds of convs and linears (its own MHA too)
+        assert got_macs / 1e9 == pytest.approx(gmacs, abs=0.01)
 
 
 def test_exact_counts(arch_model: tuple[str, nn.Module]) -> None:

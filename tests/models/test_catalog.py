@@ -17,9 +17,9 @@ def test_catalog_names_the_builders_and_initialisers():
     assert set(INITS) == set(INIT_FUNCTIONS)
 
 
-@pytest.mark.parametrize("arch,width,classes", manifest_models())
-def test_every_manifest_model_has_its_measured_size_recorded(arch, width, classes):
-    assert model_cost(arch, width, classes) == measured_cost(arch, width, classes)
+@pytest.mark.parametrize("arch,width,classes,size", manifest_models())
+def test_every_manifest_model_has_its_measured_size_recorded(arch, width, classes, size):
+    assert model_cost(arch, width, classes, size) == measured_cost(arch, width, classes, size)
 
 
 def test_an_unrecorded_size_is_none():

@@ -117,19 +117,22 @@ class Cycles(Procedure):
         stage.begin_dense(measures=("densities", "dnr_layers"))  # round 0: the dense cycle 0
         steps = stage.steps(t.retrain)
         for k in stage.units("round", range(1, p.cycles + 1)):
+            # a smoke run's last cycle stands for the skipped ones too: its base step removes what theirs would have
+            span = stage.span(k)
+            base_rate = p.base_rate if span == 1 else 1.0 - (1.0 - p.base_rate - p.ap_rate) ** span - p.ap_rate
             # theta_0 of cycle k (every parameter and buffer, so BN running stats are reset: ap_reset_bn_stats): a
             # fresh draw of the initialiser from the (seed, cycle) stream (reinit), or the original init (lt)
             theta0 = stage.fresh_state(f"cycles/init{k}") if p.mode == "reinit" else stage.original()
             stage.load(theta0)
             reference = stage.weights() if p.movement_reference == "cycle_init" else stage.weights(stage.original())
             if p.decision == "dpf":
-                base = self._dpf_decision(spec, stage, k, steps)
+                base = self._dpf_decision(spec, stage, k, steps, base_rate)
                 alive = base.pop("alive_all")
-                stats = stage.decide(CyclePrune(spec.score, spec.allocation, p.base_rate, p.ap_rate, reference,
+                stats = stage.decide(CyclePrune(spec.score, spec.allocation, base_rate, p.ap_rate, reference,
                                                 base_done=base, alive_before=alive))
             else:
                 stage.train(f"cycles/cycle{k}/train", t.retrain)  # the mask of the previous cycle held
-                stats = stage.decide(CyclePrune(spec.score, spec.allocation, p.base_rate, p.ap_rate, reference,
+                stats = stage.decide(CyclePrune(spec.score, spec.allocation, base_rate, p.ap_rate, reference,
                                                 stream=f"cycles/score{k}"))
             if stats["ap_guarded"]:
                 log.warning("AP step of cycle %d: only %d candidates for n_ap = %d, all removed (ap_guard_ap_step)",
@@ -142,7 +145,7 @@ class Cycles(Procedure):
         stage.finish(graph_layers=True, dnr=False)  # the graph of conv and linear weights: BN gamma is no layer
 
     @staticmethod
-    def _dpf_decision(spec: RunSpec, stage: Stage, k: int, steps: int) -> dict:
+    def _dpf_decision(spec: RunSpec, stage: Stage, k: int, steps: int, base_rate: float) -> dict:
         """DPF as the base method of a cycle (assumption ``ap_dpf_base_assumed``): the cycle's decision training with
         DPF's feedback (straight-through, re-selection from the dense weights over *every entry of DPF's own prunable
         set*, the conv weights: dpf.md 1.5, ap.md 1.1) from that set's current density to this cycle's target, then
@@ -156,7 +159,7 @@ class Cycles(Procedure):
         p = spec.params
         alive_all = stage.alive()
         n, alive = stage.size(only="conv"), stage.alive(only="conv")
-        keep = alive - round(p.base_rate * alive)
+        keep = alive - round(base_rate * alive)
         end = min(stage.steps(p.dpf_end), steps) if p.dpf_end else steps
         schedule = Cubic(final_sparsity=1.0 - keep / n, start=0, end=end, every=p.dpf_update_every,
                          initial_sparsity=1.0 - alive / n, freeze_after_end=True)

@@ -82,7 +82,9 @@ class Iterative(Procedure):
         stage.begin_dense()  # round 0: the shared dense model
         rewind = stage.rewind_state(p.rewind_step) if p.rewind_step is not None else None
         for k in stage.units("round", range(1, p.rounds + 1), keep_optimizer=keep):
-            stage.decide(Prune(spec.score, spec.allocation, p.prune_rate, stream=f"score/round{k}"))
+            span = stage.span(k)  # > 1 only for a smoke run's last round: it stands for the skipped ones too
+            rate = p.prune_rate if span == 1 else 1.0 - (1.0 - p.prune_rate) ** span
+            stage.decide(Prune(spec.score, spec.allocation, rate, stream=f"score/round{k}"))
             if rewind is not None:
                 stage.load(rewind)  # every parameter and buffer back to the rewind point, times the mask
             res = stage.train(f"round{k}", retrain, optimizer=optimizer, lr_schedule=lr_schedule, keep_optimizer=keep)

@@ -153,7 +153,7 @@ def _dpf_base_step(spec, data_root, tmp_path, monkeypatch, prepare):
 
     real = stage_module.train
     monkeypatch.setattr(stage_module, "train", lambda *a, hooks, **k: real(*a, hooks=HookChain(hooks, Watch()), **k))
-    stats = Cycles._dpf_decision(spec, stage, 1, stage.steps("4it"))
+    stats = Cycles._dpf_decision(spec, stage, 1, stage.steps("4it"), spec.params.base_rate)
     return stage, stats, before, watched
 
 
