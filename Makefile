@@ -2,6 +2,8 @@
 #   make reproduce-lamp [PROFILE=full|ci] [DOWNLOAD=1] [ARGS="--ray-address auto ..."]
 #   make report-lamp    [PROFILE=...]
 #   make test | make ui | make bench
+#   make smoke [PAPERS="lamp dpf"]      every cell of every full profile a few steps each (synthetic files, CPU)
+#   make gpu-check                      GPU readiness: fast path, streaming, Ray GPU shares, one cell per paper
 #   make test-lab                       lab-scale tests (Ray cluster, MLflow on PostgreSQL, faults, load)
 #   make tracking-server [PG_PORT=5433 MLFLOW_PORT=5001 TRACKING_DIR=.tracking] | make tracking-server-stop
 PYTHON  ?= python3
@@ -13,7 +15,7 @@ RUN_ARGS := $(if $(DOWNLOAD),--download,) $(ARGS)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 PAPERS  := $(basename $(notdir $(wildcard paper_configs/*.yaml)))
 
-.PHONY: install system-deps test test-lab tracking-server tracking-server-stop validate plan ui bench clean $(addprefix reproduce-,$(PAPERS)) $(addprefix report-,$(PAPERS))
+.PHONY: install system-deps test test-lab smoke gpu-check tracking-server tracking-server-stop validate plan ui bench clean $(addprefix reproduce-,$(PAPERS)) $(addprefix report-,$(PAPERS))
 
 install: $(VENV)/.installed system-deps
 
@@ -76,6 +78,13 @@ bench: install
 	$(BIN)/python benchmarks/bench_dpf.py
 	$(BIN)/python benchmarks/bench_reference_loop.py
 	$(BIN)/python benchmarks/bench_overhead.py
+	$(BIN)/python benchmarks/bench_stream.py
+
+smoke: install
+	@rc=0; for p in $(PAPERS); do $(BIN)/prunebench run paper_configs/$$p.yaml --smoke $(ARGS) || rc=1; done; exit $$rc
+
+gpu-check: install
+	$(BIN)/python scripts/gpu_check.py $(ARGS)
 
 clean:
 	rm -rf runs ray_results mlflow.db mlartifacts

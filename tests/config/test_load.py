@@ -47,7 +47,7 @@ def test_full_grid_is_the_papers():
     assert {s.model.arch for s in main_} == {"vgg16_bn_fc1_lamp", "resnet18_cifar_kuangliu",
                                              "densenet_bc_121_g12", "efficientnet_b0_cifar_lamp"}
     assert {s.method for s in specs} == {"global", "uniform", "uniform_plus", "erk", "lamp"}
-    assert len(specs) == 4 * 5 + 5 + 5 + 5
+    assert len(specs) == 4 * 5 + 5 + 5 + 5 + 5 + 5
     by = {(s.experiment, s.model_key, s.method): s for s in specs}
     vgg = by["cifar10_main", "vgg16", "lamp"]
     opt = vgg.training.optimizer
@@ -67,6 +67,15 @@ def test_full_grid_is_the_papers():
     # every method of a (model, dataset, training, seed) shares one dense pre-training
     assert len({dense_spec(s).id for s in main_}) == 4
     assert all(c.value is None for c in m.expected)  # the sheet records no paper numbers
+    # Table 1's Restricted ImageNet and Conv-6 rows: iterations and batch as printed (seed 000)
+    rin = by["restricted_imagenet_resnet34", "resnet34", "lamp"]
+    assert (rin.training.batch_size, rin.training.pretrain, rin.training.retrain) == (128, "80000it", "80000it")
+    assert (rin.num_classes, rin.dataset.source, rin.dataset.augment, rin.dataset.image_size) == \
+        (9, "restricted_imagenet", "resized_crop_flip", 224)
+    assert rin.training.optimizer == opt  # AdamW 3e-4 for every experiment but rewinding
+    c6 = by["cifar10_conv6", "conv6", "lamp"]
+    assert (c6.training.batch_size, c6.training.pretrain, c6.training.retrain) == (128, "50000it", "40000it")
+    assert c6.model.arch == "conv6_frankle" and c6.dataset == vgg.dataset
 
 
 def test_ci_profile():
@@ -196,7 +205,7 @@ def test_cli_plan_lists_the_grid(capsys):
     assert "cifar10_main" in out and "densenet" in out and "total" in out
     assert "761.08" in out  # VGG-16: 405 M training images x 6 x 313.2 M MACs (common.md §3)
     cells = [l for l in out.splitlines() if " PFLOP  dense " in l]
-    assert len(cells) == 35  # every cell with its own compute
+    assert len(cells) == 45  # every cell with its own compute
     vgg = next(l for l in cells if "cifar10_main/vgg16/cifar10/lamp/" in l)
     assert "80,000,000 images" in vgg  # 20 rounds x 40,000 steps x batch 100 (its dense model is shared)
 

@@ -63,7 +63,7 @@ def test_a_setting_changed_by_set_moves_only_the_cells_it_changes(tmp_path):
     ({"extends": "nowhere.yaml"}, r"mine\.yaml: extends: no manifest at .*nowhere\.yaml"),
     ({"methods": {"lamp_plus": {"method": "lamp"}}, "add_methods": {"cifar10_main": ["lamp_plus"],
                                                                     "cifar11": ["lamp_plus"]}},
-     r"add_methods\.cifar11: no such experiment \(expected all or one of: cifar100_vgg16, cifar10_main, "),
+     r"add_methods\.cifar11: no such experiment \(expected all or one of: cifar100_vgg16, cifar10_conv6, cifar10_main, "),
     ({"profiles": {"ci": {}}}, r"mine\.yaml: profiles\.ci: the paper's manifest already has 'ci'; use another name"),
     ({"add_methods": {"all": ["nonesuch"]}}, r"experiments\[0\]\.methods\[5\]: unknown method 'nonesuch'"),
     ({"methods": {"x": {"procedure": "iterative", "score": "nonesuch", "allocation": "global"}}},

@@ -16,8 +16,18 @@ FULL = LRScheduleConfig("warmup_fixed", warmup_per_iter=5.0e-6, warmup_iters=200
 
 
 def test_full_manifest_encodes_the_sheet():
-    specs = expand(load(ROOT / "paper_configs" / "ap.yaml"))
+    every = expand(load(ROOT / "paper_configs" / "ap.yaml"))
+    specs = [x for x in every if x.experiment == "cifar10_resnet20"]
     assert len(specs) == 8 * 10 and {s.seed for s in specs} == set(range(10))
+    # the other networks (pairings assumed): CIFAR-100 with the script's recipe, ImageNet with an assumed one
+    c100 = [x for x in every if x.experiment == "cifar100_networks"]
+    assert len(c100) == 3 * 8 * 3 and {x.model.arch for x in c100} == {"vgg19_bn_tv_4096fc", "densenet121_tv",
+                                                                        "mobilenet_v2_tv"}
+    assert {x.num_classes for x in c100} == {100} and all(x.training == specs[0].training for x in c100)
+    inet = [x for x in every if x.experiment == "imagenet_networks"]
+    assert len(inet) == 2 * 6 * 3 and {x.dataset.source for x in inet} == {"imagenet"}
+    assert {x.params.cycles for x in inet} == {10} and not any(x.method.startswith("dpf") for x in inet)
+    assert {x.training.lr_schedule.name for x in inet} == {"multistep"} and inet[0].training.batch_size == 256
     s = next(x for x in specs if x.method == "global_mag_ap")
     t = s.training
     assert s.params.cycles == 24 and s.prunable == "all_weights" and s.model.arch == "resnet20_cifar_optb"

@@ -36,6 +36,7 @@ from harness.config.load import load
 from harness.grid.expand import expand
 from harness.config.schema import LRScheduleConfig
 from harness.data.device import DeviceData
+from harness.data.sources import SOURCES
 from harness.train import StepHooks, make_optimizer, make_scheduler
 from harness.units import duration_steps, steps_per_epoch
 from tests.reference import ap_code
@@ -131,11 +132,14 @@ def run_lrs(training, epochs: int) -> list[float]:
     return rec.lrs
 
 
-def trainings(paper: str, profile: str | None) -> list:
-    """The distinct training settings of a manifest's profile."""
+def trainings(paper: str, profile: str | None, source: str | None = None) -> list:
+    """The distinct training settings of a manifest's profile: of its experiments on in-memory datasets (CIFAR, SVHN,
+    Fashion-MNIST: what the reference loops below read), or of those on ``source``."""
     specs = expand(load(CONFIGS / f"{paper}.yaml", profile=profile) if profile else load(CONFIGS / f"{paper}.yaml"))
     out = []
     for s in specs:
+        if (s.dataset.source != source) if source else SOURCES[s.dataset.source].holding != "memory":
+            continue
         if s.training not in out:
             out.append(s.training)
     return out
@@ -167,7 +171,17 @@ def test_dpf_full_schedules_equal_incheon_at_every_step():
                           t.batch_size)
         assert project_lrs(cfg, t.optimizer.lr, spe, epochs * spe) == ref
         seen += 1
-    assert seen == 2  # 150/225 of 300 (gamma 0.1) and 60/120/160 of 200 (gamma 0.2)
+    assert seen == 3  # 150/225 of 300 (gamma 0.1), 60/120/160 of 200 (gamma 0.2), and DPF + FT's 300 + 30
+
+
+def test_dpf_imagenet_schedule_equals_incheon_at_every_step():
+    """Table 2: 90 epochs, /10 at 30, 60 and 80, batch 1024 over ImageNet's 1,281,167 images (1,252 steps an epoch,
+    the last one partial), through INCHEON's per-epoch MultiStepLR."""
+    (t,) = trainings("dpf", None, source="imagenet")
+    spe = steps_per_epoch(1_281_167, t.batch_size, t.drop_last)
+    assert (spe, t.batch_size, epochs_of(t.pretrain), t.optimizer.lr) == (1252, 1024, 90, 0.4)
+    ref = incheon_lrs(0.4, [30, 60, 80], 0.1, 90, 1_281_167, 1024)
+    assert project_lrs(t.lr_schedule, 0.4, spe, 90 * spe) == ref
 
 
 def test_pags_full_schedule_equals_ramanujan_at_every_step():
