@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.config import RunSpec
-from harness.config.specs import image_size
+from harness.config.specs import image_size, train_size
 from harness.models import model_cost
 from harness.data import synthetic
 from harness.data.disk import trust_files
 from harness.grid.describe import run_name
 from harness.paths import Paths
+from harness.pruning.methods import procedure
 from harness.stage import Context, run_spec
 
 __all__ = ["Smoke", "cells", "covering", "smoke_spec", "run"]
@@ -57,12 +58,12 @@ def cells(specs: list[RunSpec]) -> list[RunSpec]:
 def covering(specs: list[RunSpec]) -> list[RunSpec]:
     """A few cells of ``cells(specs)`` (specs of one or several papers) that between them read every dataset source
     in its real on-disk format and run every procedure of every paper: the cheapest cell (fewest parameters) that adds
-    one not covered yet, until all are. ``make test``'s smoke; ``--smoke`` runs every cell, every model at full
+    one not covered yet (of equal sizes, the shorter run), until all are. ``make test``'s smoke; ``--smoke`` runs every cell, every model at full
     size (the ``ci`` profiles' end-to-end tests already run every method)."""
 
-    def size(s: RunSpec) -> int:
+    def size(s: RunSpec) -> tuple[int, int]:  # parameters, then the training images of the full run
         cost = model_cost(s.model.arch, s.model.width, s.num_classes, image_size(s.dataset))
-        return cost[0] if cost else 1 << 62
+        return (cost[0] if cost else 1 << 62), sum(procedure(s).images(s, train_size(s.dataset)))
 
     def features(s: RunSpec) -> set[tuple[str, ...]]:
         return {("source", s.dataset.source), ("procedure", s.paper, s.procedure)}
