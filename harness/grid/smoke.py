@@ -34,7 +34,7 @@ from harness.stage import Context, run_spec
 
 __all__ = ["Smoke", "cells", "covering", "smoke_spec", "run"]
 
-BATCH, EVAL, HELD_OUT, CANDIDATES, SCORE_ROUNDS, SCORE_BATCHES = 4, 4, 8, 2, 3, 2
+BATCH, EVAL, HELD_OUT = 4, 4, 8
 
 
 @dataclass
@@ -81,16 +81,7 @@ def smoke_spec(s: RunSpec) -> RunSpec:
                              validation=min(s.dataset.validation, HELD_OUT))
     t = dataclasses.replace(s.training, batch_size=min(s.training.batch_size, BATCH))
     ev = dataclasses.replace(s.eval, batch_size=EVAL, train_examples=EVAL, test_examples=EVAL)
-    params, cut = s.params, {}
-    if getattr(params, "candidates", 1) > CANDIDATES:
-        cut["candidates"] = CANDIDATES
-    if s.procedure == "at_init":  # iterative scores at init: 3 rounds to the same final density, 2 batches a pass
-        if params.rounds > SCORE_ROUNDS:
-            cut["rounds"] = SCORE_ROUNDS
-        if params.batches is None or params.batches > SCORE_BATCHES:
-            cut["batches"] = SCORE_BATCHES
-    params = dataclasses.replace(params, **cut) if cut else params
-    return dataclasses.replace(s, dataset=ds, training=t, eval=ev, params=params)
+    return dataclasses.replace(s, dataset=ds, training=t, eval=ev, params=procedure(s).smoke_params(s.params))
 
 
 def run(specs: list[RunSpec], device: str | None = None, log: Callable[[str], None] | None = None,

@@ -53,7 +53,7 @@ entries active after an update that were masked before it. Rows are on the ``epo
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,8 +62,8 @@ from harness.pruning.hooks import Reactivation, UpdateHook, masked_view
 from harness.pruning.masks import MaskSet
 from harness.pruning.schedules import Periodic
 
-if TYPE_CHECKING:
-    from harness.pruning.methods.dynamic import DynamicParams
+# harness.pruning.methods.dynamic.DynamicParams (not imported: the procedures import this toolkit module)
+DynamicParams = Any
 
 __all__ = ["ReallocationHook", "CosineRate", "erk_densities", "initial_masks", "layer_densities"]
 

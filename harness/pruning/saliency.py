@@ -30,13 +30,30 @@ including the order of their float sums where it is free:
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
-if TYPE_CHECKING:
-    from harness.pruning.scores import ScoreInputs
+
+@dataclass
+class ScoreInputs:
+    """What a data-dependent score may ask for; the procedure fills what its scores declare.
+
+    ``batches()`` yields ``(images, labels)`` on the model's device (a fresh iterator per call);
+    ``loss`` maps (logits, labels) to a scalar; ``generator`` draws random scores; ``options``
+    carries a score's own switches (e.g. GraSP's temperature), set by the procedure's parameters.
+    """
+
+    model: nn.Module
+    params: dict[str, torch.Tensor]  # the prunable tensors, by name, in forward order
+    masks: dict[str, torch.Tensor]  # their current bool masks
+    batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]] | None = None
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    generator: torch.Generator | None = None
+    options: dict = field(default_factory=dict)
 
 
 @contextlib.contextmanager

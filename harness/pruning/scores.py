@@ -12,18 +12,17 @@ them across layers too. A :class:`Score` declares what it needs:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from harness.pruning import saliency
+from harness.pruning.saliency import ScoreInputs
 from harness.pruning.catalog import SCORES as CATALOG
 from harness.pruning.catalog import WEIGHTS_ONLY
 
 __all__ = ["magnitude", "lamp", "filter_l2", "SCORES", "Score", "ScoreInputs", "WEIGHTS_ONLY", "register", "compute"]
-
 
 
 def magnitude(w: torch.Tensor) -> torch.Tensor:
@@ -59,24 +58,6 @@ def lamp(w: torch.Tensor) -> torch.Tensor:
     out = torch.empty_like(s)
     out[order] = ratio
     return out.reshape(w.shape)
-
-
-@dataclass
-class ScoreInputs:
-    """What a data-dependent score may ask for; the procedure fills what its scores declare.
-
-    ``batches()`` yields ``(images, labels)`` on the model's device (a fresh iterator per call);
-    ``loss`` maps (logits, labels) to a scalar; ``generator`` draws random scores; ``options``
-    carries a score's own switches (e.g. GraSP's temperature), set by the procedure's parameters.
-    """
-
-    model: nn.Module
-    params: dict[str, torch.Tensor]  # the prunable tensors, by name, in forward order
-    masks: dict[str, torch.Tensor]  # their current bool masks
-    batches: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]] | None = None
-    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
-    generator: torch.Generator | None = None
-    options: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

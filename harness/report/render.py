@@ -156,8 +156,7 @@ def how_to_read(manifest: Manifest, cells: list[Cell] = (), sections: Iterable[s
 def _duration_text(spec: Any) -> str:
     t = spec.training
     if procedure(spec).axis == "round" and dense_spec(spec) is not None:
-        per = "cycle" if spec.procedure == "cycles" else "round"
-        return f"dense {t.pretrain}, then {t.retrain} per {per}"
+        return f"dense {t.pretrain}, then {t.retrain} per {procedure(spec).unit}"
     return f"{t.pretrain} of training"
 
 

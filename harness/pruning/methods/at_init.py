@@ -11,17 +11,15 @@ folder. Rows are on the ``epoch`` axis.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from harness.config.schema import GraphParams
 from harness.config.specs import RunSpec
 from harness.pruning.catalog import SCORES
-from harness.pruning.methods.base import SingleStage
+from harness.pruning.methods.base import SingleStage, Stage
 from harness.pruning.steps import ChooseAtInit, Masked
-
-if TYPE_CHECKING:
-    from harness.stage import Stage
 
 
 @dataclass(frozen=True)
@@ -43,6 +41,12 @@ class AtInit(SingleStage):
     Params = AtInitParams
     needs_sparsity = True
     description = "mask chosen at initialisation, then the sparse network trains with it fixed"
+
+    def smoke_params(self, p: AtInitParams) -> AtInitParams:
+        """Smoke runs: PAGS with 2 candidates, iterative scores in 3 rounds (the same final density), at most 2
+        batches a scoring pass."""
+        return dataclasses.replace(p, candidates=min(p.candidates, 2), rounds=min(p.rounds, 3),
+                                   batches=2 if p.batches is None else min(p.batches, 2))
 
     def check(self, p: AtInitParams, err) -> None:
         if p.batches is not None and p.batches < 1:

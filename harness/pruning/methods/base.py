@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from harness.config.specs import DenseSpec, RunSpec, train_size
 from harness.units import duration_steps, steps_per_epoch
 
-if TYPE_CHECKING:
-    from harness.stage import Stage
+# The stage runner procedures call down into (harness.stage.Stage). Not imported: the runner imports this registry,
+# so procedures name it in annotations only, through this alias.
+Stage = Any
 
-__all__ = ["Procedure", "SingleStage", "Method", "dense_of", "eval_epochs", "snapshot_steps"]
+__all__ = ["Stage", "Procedure", "SingleStage", "Method", "dense_of", "eval_epochs", "snapshot_steps"]
 
 
 class Procedure:
@@ -33,6 +34,11 @@ class Procedure:
     axis: ClassVar[str]  # the axis of its progress rows: "round" or "epoch"
     needs_sparsity: ClassVar[bool] = False  # the grid gives it a target sparsity
     description: ClassVar[str] = ""
+    unit: ClassVar[str] = "round"  # what one of its units (Stage.units) is called in reports
+
+    def smoke_params(self, p: Any) -> Any:
+        """The parameters of a smoke run (``prunebench run --smoke``): by default the real ones."""
+        return p
 
     def check(self, params: Any, err) -> None:
         """Semantic checks of the typed parameters; ``err(key, message)`` raises."""

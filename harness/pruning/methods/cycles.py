@@ -40,16 +40,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from harness.config.specs import DenseSpec, RunSpec
-from harness.pruning.methods.base import Procedure, dense_of
+from harness.pruning.methods.base import Procedure, Stage, dense_of
 from harness.pruning.schedules import Cubic
 from harness.pruning.steps import CyclePrune, Reselect, Reselection
 from harness.units import duration_steps, is_duration, steps_per_epoch
 
-if TYPE_CHECKING:
-    from harness.stage import Stage
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +72,7 @@ class CyclesParams:
 class Cycles(Procedure):
     name = "cycles"
     Params = CyclesParams
+    unit = "cycle"
     axis = "round"
     description = ("AP-style cycles: (re)init, train, prune (base method, then optionally AP), reset to this cycle's "
                    "init, recorded retraining")

@@ -4,13 +4,9 @@ same recipe and with the same epoch rows and checkpoints as the single-stage pro
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from harness.config.specs import RunSpec
-from harness.pruning.methods.base import SingleStage
-
-if TYPE_CHECKING:
-    from harness.stage import Stage
+from harness.pruning.methods.base import SingleStage, Stage
 
 
 @dataclass(frozen=True)

@@ -13,16 +13,13 @@ on the ``epoch`` axis.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from harness.config.specs import RunSpec
-from harness.pruning.methods.base import SingleStage
+from harness.pruning.methods.base import SingleStage, Stage
 from harness.pruning.schedules import Periodic
 from harness.pruning.steps import Reallocate
 from harness.units import is_duration
-
-if TYPE_CHECKING:
-    from harness.stage import Stage
 
 
 @dataclass(frozen=True)

@@ -23,16 +23,12 @@ or one a plugin registered; it gets the same settings. Rows are on the ``epoch``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from harness.config.specs import RunSpec
-from harness.pruning.methods.base import SingleStage
+from harness.pruning.methods.base import SingleStage, Stage
 from harness.pruning.schedules import SCHEDULES
 from harness.pruning.steps import Reselect
 from harness.units import is_duration
-
-if TYPE_CHECKING:
-    from harness.stage import Stage
 
 
 @dataclass(frozen=True)

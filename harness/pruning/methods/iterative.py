@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from harness.config.schema import LRScheduleConfig, OptimizerConfig
 from harness.config.specs import DenseSpec, RunSpec
-from harness.pruning.methods.base import Procedure, dense_of
+from harness.pruning.methods.base import Procedure, Stage, dense_of
 from harness.pruning.schedules import Geometric
 from harness.pruning.steps import Prune
 from harness.units import duration_steps, is_duration, steps_per_epoch
-
-if TYPE_CHECKING:
-    from harness.stage import Stage
 
 
 @dataclass(frozen=True)
