@@ -24,12 +24,6 @@ def _module_name(path: Path) -> str:
 MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
-def _is_type_checking(node: ast.If) -> bool:
-    t = node.test
-    return (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING") or (
-        isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING")
-
-
 def _targets(node: ast.Import | ast.ImportFrom, here: str) -> list[str]:
     """The harness modules an import statement loads (``from a.b import c``: ``a.b.c`` when that is a module)."""
     if isinstance(node, ast.Import):
@@ -46,16 +40,15 @@ def _targets(node: ast.Import | ast.ImportFrom, here: str) -> list[str]:
 
 
 def _imports(name: str) -> tuple[set[str], list[int]]:
-    """(harness modules imported at module level outside ``if TYPE_CHECKING``, lines of function-level ones)."""
+    """(harness modules imported at module level, ``if TYPE_CHECKING`` included, lines of function-level ones)."""
     tree = ast.parse(MODULES[name].read_text())
     top: set[str] = set()
     nested: list[int] = []
 
     def visit(node: ast.AST, in_function: bool) -> None:
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and _is_type_checking(child):
-                continue  # annotations only
-            if isinstance(child, (ast.Import, ast.ImportFrom)):
+            if isinstance(child, (ast.Import, ast.ImportFrom)):  # ``if TYPE_CHECKING`` ones too: a type-level circle
+                # is a circle of the design all the same
                 targets = _targets(child, name)
                 if targets and in_function:
                     nested.append(child.lineno)
