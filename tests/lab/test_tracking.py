@@ -80,14 +80,21 @@ def test_ci_grid_through_ray_into_the_server_report_equals_local_store(tmp_path,
         assert (tmp_path / "from_server" / name).read_text() == (tmp_path / "from_local" / name).read_text(), name
 
 
-def _slow_grid_with_outage(tmp_path, procs, server, outage, executor: str):
+def _outage_mid_grid(tmp_path, procs, server, part: str, at_least_s: float, executor: str) -> None:
+    """A slow grid into the server; after a run's second row ``part`` ("mlflow" or "db") stops, stays down at least
+    ``at_least_s`` and until the driver has said the store is unavailable (when the driver next writes depends on
+    where the grid is: a fixed outage can end before any write falls into it, and then nothing is tested), then
+    starts again. The grid must complete with every run once, finished, every metric step once, every row sent."""
     work = tmp_path / "work"
     run = procs.start("run", prunebench("run", TINY, "--profile", "slow", "--workdir", work, "--tracking-uri",
                                         server.uri, "--no-report", "--executor", executor))
     runs = work / "runs" / "tinyload"
     wait_for(lambda: any(len(stage.read_jsonl(d / "rows.jsonl")) >= 2 for d in runs.glob("*")), 240,
              "a run's second row")
-    outage(lambda: procs.log(run))
+    server(f"stop-{part}")
+    time.sleep(at_least_s)
+    wait_for(lambda: "unavailable" in procs.log(run), 300, "the driver to report the store unavailable")
+    server(f"start-{part}")
     assert run.wait(600) == 0, procs.log(run)
     log = procs.log(run)
     counts, status = tracked(server.uri, "tinyload")
@@ -96,32 +103,12 @@ def _slow_grid_with_outage(tmp_path, procs, server, outage, executor: str):
     assert len(steps) == 2 and all(s == list(range(7)) for s in steps.values()), steps
     for d in runs.glob("*"):  # every row on disk reached the server
         assert len(stage.read_jsonl(d / "rows.jsonl")) == 8
-    return log
-
-
-def _down_until_noticed(log, at_least_s: float) -> None:
-    """Keep the outage up for at least ``at_least_s`` and until the driver has said the store is
-    unavailable: when the driver next writes depends on where the grid is, so a fixed outage can end
-    before any write falls into it (the writes then succeed and nothing is tested)."""
-    time.sleep(at_least_s)
-    wait_for(lambda: "unavailable" in log(), 300, "the driver to report the store unavailable")
+    assert "unavailable" in log and "reachable again" in log, log
 
 
 def test_mlflow_server_restarted_mid_grid_loses_nothing(tmp_path, procs, server):
-    def outage(log):
-        server("stop-mlflow")
-        _down_until_noticed(log, 15)
-        server("start-mlflow")
-
-    log = _slow_grid_with_outage(tmp_path, procs, server, outage, "ray")
-    assert "unavailable" in log and "reachable again" in log, log
+    _outage_mid_grid(tmp_path, procs, server, "mlflow", 15, "ray")
 
 
 def test_postgres_restarted_mid_grid_loses_nothing(tmp_path, procs, server):
-    def outage(log):
-        server("stop-db")
-        _down_until_noticed(log, 10)
-        server("start-db")
-
-    log = _slow_grid_with_outage(tmp_path, procs, server, outage, "local")
-    assert "unavailable" in log and "reachable again" in log, log
+    _outage_mid_grid(tmp_path, procs, server, "db", 10, "local")
