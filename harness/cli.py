@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import functools
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -88,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>`: every thread's stack on stderr, the run goes on
+        faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
     try:
         return {"validate": cmd_validate, "plan": cmd_plan, "run": cmd_run, "report": cmd_report,
                 "leaderboard": cmd_leaderboard, "plugins": cmd_plugins, "ui": cmd_ui}[args.command](args)

@@ -182,6 +182,8 @@ class Tracker:
             # backoff reaches minutes between attempts); RetryingClient waits out a server restart
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+            # and a request left unanswered gives up after 60 s, not 120 s (x 3 tries: 6 minutes without a word)
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
         with self._locked() if db is not None else contextlib.nullcontext():  # MlflowClient creates or
             # migrates a SQLite store: once, whoever else opens it now
             self.client = RetryingClient(MlflowClient(tracking_uri=tracking_uri))

@@ -46,7 +46,7 @@ start_db() {
     umask 022
     fresh=1
   fi
-  if ! pg pg_ctl -D "$PGDATA" status >/dev/null 2>&1; then
+  if ! db_running; then
     touch "$TRACKING_DIR/postgres.log"; [ "$(id -u)" = 0 ] && chown postgres "$TRACKING_DIR/postgres.log"
     pg pg_ctl -D "$PGDATA" -l "$TRACKING_DIR/postgres.log" -w -t 60 \
       -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PGDATA" start >/dev/null
@@ -57,8 +57,15 @@ start_db() {
   echo "PostgreSQL on 127.0.0.1:$PG_PORT (cluster $PGDATA, log $TRACKING_DIR/postgres.log)"
 }
 
-stop_db() {
-  [ -f "$PGDATA/PG_VERSION" ] && pg pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 || true
+db_running() { pg pg_ctl -D "$PGDATA" status >/dev/null 2>&1; }
+
+stop_db() {  # fast (sessions ended, a clean checkpoint), else immediate; fails unless the server is down
+  db_running || return 0
+  pg pg_ctl -D "$PGDATA" -m fast -w -t 60 stop >/dev/null 2>&1 || pg pg_ctl -D "$PGDATA" -m immediate -w -t 30 stop >/dev/null 2>&1 || true
+  if db_running; then
+    echo "tracking-server: PostgreSQL ($PGDATA) still running after pg_ctl stop; see $TRACKING_DIR/postgres.log" >&2
+    exit 1
+  fi
 }
 
 start_mlflow() {

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -80,20 +81,45 @@ def test_ci_grid_through_ray_into_the_server_report_equals_local_store(tmp_path,
         assert (tmp_path / "from_server" / name).read_text() == (tmp_path / "from_local" / name).read_text(), name
 
 
+def _tail(path: Path, lines: int = 40) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else f"({path}: none)"
+
+
 def _outage_mid_grid(tmp_path, procs, server, part: str, at_least_s: float, executor: str) -> None:
     """A slow grid into the server; after a run's second row ``part`` ("mlflow" or "db") stops, stays down at least
     ``at_least_s`` and until the driver has said the store is unavailable (when the driver next writes depends on
     where the grid is: a fixed outage can end before any write falls into it, and then nothing is tested), then
-    starts again. The grid must complete with every run once, finished, every metric step once, every row sent."""
+    starts again. The grid must complete with every run once, finished, every metric step once, every row sent.
+    The outage is checked from outside (the API answers 5xx, times out or nothing listens); a driver that exits or stays
+    silent fails the test with its stacks (SIGUSR1) and the server's and database's logs."""
+    import requests
+
     work = tmp_path / "work"
     run = procs.start("run", prunebench("run", TINY, "--profile", "slow", "--workdir", work, "--tracking-uri",
-                                        server.uri, "--no-report", "--executor", executor))
+                                        server.uri, "--no-report", "--executor", executor),
+                      env={"MLFLOW_HTTP_REQUEST_TIMEOUT": "20"})  # a request left hanging is seen within a minute
     runs = work / "runs" / "tinyload"
     wait_for(lambda: any(len(stage.read_jsonl(d / "rows.jsonl")) >= 2 for d in runs.glob("*")), 240,
              "a run's second row")
     server(f"stop-{part}")
+    try:
+        answer = requests.get(f"{server.uri}/api/2.0/mlflow/experiments/search", params={"max_results": 1},
+                              timeout=30).status_code
+    except requests.exceptions.RequestException as e:
+        answer = type(e).__name__
+    assert not (isinstance(answer, int) and answer < 500), f"the store still answers {answer} with {part} stopped"
     time.sleep(at_least_s)
-    wait_for(lambda: "unavailable" in procs.log(run), 300, "the driver to report the store unavailable")
+    deadline = time.monotonic() + 300
+    while "unavailable" not in procs.log(run):
+        if run.poll() is not None or time.monotonic() > deadline:
+            if run.poll() is None:
+                os.kill(run.pid, signal.SIGUSR1)  # the driver's stacks into its log
+                time.sleep(2)
+            pytest.fail(f"the driver {'exited ' + str(run.returncode) if run.poll() is not None else 'was silent 300 s'}"
+                        f" with {part} down (the API answered {answer}).\n--- driver:\n{_tail(tmp_path / 'run.log', 80)}"
+                        f"\n--- mlflow.log:\n{_tail(server.dir / 'mlflow.log')}"
+                        f"\n--- postgres.log:\n{_tail(server.dir / 'postgres.log')}")
+        time.sleep(0.2)
     server(f"start-{part}")
     assert run.wait(600) == 0, procs.log(run)
     log = procs.log(run)
