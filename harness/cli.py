@@ -88,10 +88,19 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _stacks_on_usr1() -> None:
+    """`kill -USR1 <pid>`: every thread's stack on stderr, and the command goes on."""
+    if not hasattr(signal, "SIGUSR1"):
+        return
+    try:
+        faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
+    except (AttributeError, OSError, ValueError):  # stderr is no file (the CLI called in-process, output captured)
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 <pid>`: every thread's stack on stderr, the run goes on
-        faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
+    _stacks_on_usr1()
     try:
         return {"validate": cmd_validate, "plan": cmd_plan, "run": cmd_run, "report": cmd_report,
                 "leaderboard": cmd_leaderboard, "plugins": cmd_plugins, "ui": cmd_ui}[args.command](args)
