@@ -109,17 +109,16 @@ def _outage_mid_grid(tmp_path, procs, server, part: str, at_least_s: float, exec
         answer = type(e).__name__
     assert not (isinstance(answer, int) and answer < 500), f"the store still answers {answer} with {part} stopped"
     time.sleep(at_least_s)
-    deadline = time.monotonic() + 300
-    while "unavailable" not in procs.log(run):
-        if run.poll() is not None or time.monotonic() > deadline:
-            if run.poll() is None:
-                os.kill(run.pid, signal.SIGUSR1)  # the driver's stacks into its log
-                time.sleep(2)
-            pytest.fail(f"the driver {'exited ' + str(run.returncode) if run.poll() is not None else 'was silent 300 s'}"
-                        f" with {part} down (the API answered {answer}).\n--- driver:\n{_tail(tmp_path / 'run.log', 80)}"
-                        f"\n--- mlflow.log:\n{_tail(server.dir / 'mlflow.log')}"
-                        f"\n--- postgres.log:\n{_tail(server.dir / 'postgres.log')}")
-        time.sleep(0.2)
+    try:  # until the driver says so, or exits
+        wait_for(lambda: "unavailable" in procs.log(run) or run.poll() is not None, 300, "the driver")
+    except TimeoutError:
+        os.kill(run.pid, signal.SIGUSR1)  # the silent driver's stacks into its log
+        time.sleep(2)
+    if "unavailable" not in procs.log(run):
+        pytest.fail(f"the driver {'exited ' + str(run.returncode) if run.poll() is not None else 'was silent 300 s'}"
+                    f" with {part} down (the API answered {answer}).\n--- driver:\n{_tail(procs.logs[run.pid], 80)}"
+                    f"\n--- mlflow.log:\n{_tail(server.dir / 'mlflow.log')}"
+                    f"\n--- postgres.log:\n{_tail(server.dir / 'postgres.log')}")
     server(f"start-{part}")
     assert run.wait(600) == 0, procs.log(run)
     log = procs.log(run)
